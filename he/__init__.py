@@ -1,0 +1,1 @@
+"""he: see ../shared/DESIGN.md; the mode lands with its own issue."""

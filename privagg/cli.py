@@ -1,0 +1,196 @@
+"""The ``privagg`` command line.
+
+Exit codes: 0 success; 2 bad arguments or configuration (one line on stderr);
+1 when a round aborts (its reason on stderr) or another privagg error occurs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import numpy as np
+
+from privagg._version import __version__
+from privagg.encoding.modular import sum_mod
+from privagg.errors import AggregationAborted, ConfigurationError, EncodingOverflow, PrivaggError
+from privagg.registry import available_modes, make_aggregator
+from privagg.simulate import client_seeds, simulate as run_simulation
+
+__all__ = ["cli", "main", "run", "parse_options", "simulate_report"]
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["threshold=7", "clip=0.5", "rounding=stochastic"]`` -> typed keyword options."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigurationError(f"option {pair!r} is not KEY=VALUE")
+        value: Any = raw
+        for convert in (int, float):
+            try:
+                value = convert(raw)
+                break
+            except ValueError:
+                continue
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        options[key] = value
+    return options
+
+
+def simulate_report(mode: str, *, clients: int, params: int, dropout: float, seed: int | None,
+                    dropout_stage: str | None = None, options: dict[str, Any] | None = None,
+                    round_id: int = 0, on_stage: Any = None) -> dict[str, Any]:
+    """Run one simulated round of ``mode`` and return the JSON contract of ``privagg simulate``."""
+    aggregator = make_aggregator(mode, **(options or {}))
+    stages = aggregator.stages
+    if dropout_stage is not None and dropout_stage not in stages:
+        raise ConfigurationError(f"unknown --dropout-stage {dropout_stage!r} for mode {mode!r}; stages: {list(stages)}")
+    rng = np.random.default_rng(seed)
+    clip = aggregator.encoding.clip if aggregator.encoding is not None else 1.0
+    updates = rng.uniform(-clip, clip, size=(clients, params)).astype(np.float32)
+    n_drop = int(round(dropout * clients))
+    dropped_ids = sorted(int(i) for i in rng.choice(clients, size=n_drop, replace=False))
+    dropouts = {cid: dropout_stage or str(rng.choice(list(stages))) for cid in dropped_ids}
+
+    start = time.perf_counter()
+    result = run_simulation(aggregator, list(updates), dropouts=dropouts, seed=seed, round_id=round_id,
+                            on_stage=on_stage)
+    seconds = time.perf_counter() - start
+
+    included = list(result.included)
+    reference = updates[included].astype(np.float64).sum(axis=0) if included else np.zeros(params)
+    exact = False
+    encoding = aggregator.encoding
+    if result.encoded is not None and encoding is not None:
+        seeds = client_seeds(seed, list(range(clients)))
+        expected = sum_mod([encoding.encode(updates[i], seed=seeds[i]) for i in included], encoding.bits, params)
+        exact = bool(np.array_equal(result.encoded, expected))
+    report: dict[str, Any] = {
+        "mode": mode,
+        "clients": clients,
+        "params": params,
+        "dropout": dropout,
+        "included": included,
+        "dropped": list(result.dropped),
+        "exact": exact,
+        "max_abs_error": float(np.max(np.abs(result.aggregate - reference))) if params else 0.0,
+        "seconds": seconds,
+        "bytes_up": result.traffic.bytes_up,
+        "bytes_down": result.traffic.bytes_down,
+    }
+    report.update({k: v for k, v in result.info.items() if k not in report})
+    return report
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="privagg")
+def cli() -> None:
+    """Privacy-preserving aggregation for federated learning."""
+
+
+@cli.command("modes")
+@click.option("--format", "fmt", type=click.Choice(["names", "json"]), default="names")
+def modes_command(fmt: str) -> None:
+    """List the registered aggregation modes."""
+    names = available_modes()
+    click.echo(json.dumps(names) if fmt == "json" else "\n".join(names))
+
+
+def _resolve_modes(spec: str) -> list[str]:
+    names = available_modes() if spec == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+    if not names:
+        raise ConfigurationError("--mode names no mode")
+    return names
+
+
+@cli.command("simulate")
+@click.option("--mode", default="plain", show_default=True, help="A mode, a comma-separated list, or 'all'.")
+@click.option("--clients", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--params", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Fraction of clients that drop out.")
+@click.option("--dropout-stage", default=None,
+              help="Stage at which they stop answering (default: a random stage per client).")
+@click.option("--seed", type=int, default=None, help="Seed for the inputs, the dropouts and non-secret randomness.")
+@click.option("--round-id", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Option for the mode.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def simulate_command(mode: str, clients: int, params: int, dropout: float, dropout_stage: str | None,
+                     seed: int | None, round_id: int, options: tuple[str, ...], fmt: str) -> None:
+    """Simulate one aggregation round in-process and check it against the plaintext sum."""
+    names = _resolve_modes(mode)
+    opts = parse_options(options)
+    reports = []
+    if fmt == "table":
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=True) as progress:
+            for name in names:
+                task = progress.add_task(f"{name}: starting")
+
+                def on_stage(stage: str, task: Any = task, name: str = name) -> None:
+                    progress.update(task, description=f"{name}: {stage}")
+
+                reports.append(simulate_report(name, clients=clients, params=params, dropout=dropout,
+                                               seed=seed, dropout_stage=dropout_stage, options=opts,
+                                               round_id=round_id, on_stage=on_stage))
+                progress.remove_task(task)
+        _print_table(reports)
+    else:
+        for name in names:
+            reports.append(simulate_report(name, clients=clients, params=params, dropout=dropout, seed=seed,
+                                           dropout_stage=dropout_stage, options=opts, round_id=round_id))
+        click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+
+
+def _print_table(reports: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="privagg simulate")
+    for column in ("mode", "clients", "params", "included", "dropped", "exact", "max_abs_error",
+                   "seconds", "bytes_up", "bytes_down"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for r in reports:
+        table.add_row(r["mode"], str(r["clients"]), str(r["params"]), str(len(r["included"])),
+                      str(len(r["dropped"])), "yes" if r["exact"] else "no", f"{r['max_abs_error']:.3g}",
+                      f"{r['seconds']:.3f}", f"{r['bytes_up']:,}", f"{r['bytes_down']:,}")
+    Console().print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (see the module docstring)."""
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="privagg", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.UsageError as exc:
+        click.echo(f"privagg: error: {exc.format_message()}", err=True)
+        return 2
+    except click.Abort:
+        click.echo("privagg: interrupted", err=True)
+        return 130
+    except (ConfigurationError, EncodingOverflow) as exc:
+        click.echo(f"privagg: error: {exc}", err=True)
+        return 2
+    except AggregationAborted as exc:
+        click.echo(f"privagg: aborted: {exc}", err=True)
+        return 1
+    except PrivaggError as exc:
+        click.echo(f"privagg: {type(exc).__name__}: {exc}", err=True)
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

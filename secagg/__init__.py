@@ -1,0 +1,1 @@
+"""secagg: see ../shared/DESIGN.md; the mode lands with its own issue."""
