@@ -17,11 +17,12 @@ import numpy as np
 
 from privagg._version import __version__
 from privagg.encoding.modular import sum_mod
+from privagg.interface import Aggregator
 from privagg.errors import AggregationAborted, ConfigurationError, EncodingOverflow, PrivaggError
 from privagg.registry import available_modes, make_aggregator
 from privagg.simulate import client_seeds, simulate as run_simulation
 
-__all__ = ["cli", "main", "run", "parse_options", "simulate_report"]
+__all__ = ["cli", "main", "run", "parse_options", "build_aggregator", "simulate_report"]
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -44,14 +45,21 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
-def simulate_report(mode: str, *, clients: int, params: int, dropout: float, seed: int | None,
-                    dropout_stage: str | None = None, options: dict[str, Any] | None = None,
-                    round_id: int = 0, on_stage: Any = None) -> dict[str, Any]:
-    """Run one simulated round of ``mode`` and return the JSON contract of ``privagg simulate``."""
-    aggregator = make_aggregator(mode, **(options or {}))
+def build_aggregator(mode: str, options: dict[str, Any], dropout_stage: str | None = None) -> Aggregator:
+    """The aggregator of ``mode``, checked against ``--dropout-stage`` before anything runs."""
+    aggregator = make_aggregator(mode, **options)
+    if dropout_stage is not None and dropout_stage not in aggregator.stages:
+        raise ConfigurationError(
+            f"unknown --dropout-stage {dropout_stage!r} for mode {mode!r}; stages: {list(aggregator.stages)}"
+        )
+    return aggregator
+
+
+def simulate_report(mode: str, aggregator: Aggregator, *, clients: int, params: int, dropout: float,
+                    seed: int | None, dropout_stage: str | None = None, round_id: int = 0,
+                    on_stage: Any = None) -> dict[str, Any]:
+    """Run one simulated round and return the JSON contract of ``privagg simulate``."""
     stages = aggregator.stages
-    if dropout_stage is not None and dropout_stage not in stages:
-        raise ConfigurationError(f"unknown --dropout-stage {dropout_stage!r} for mode {mode!r}; stages: {list(stages)}")
     rng = np.random.default_rng(seed)
     clip = aggregator.encoding.clip if aggregator.encoding is not None else 1.0
     updates = rng.uniform(-clip, clip, size=(clients, params)).astype(np.float32)
@@ -127,33 +135,39 @@ def simulate_command(mode: str, clients: int, params: int, dropout: float, dropo
     """Simulate one aggregation round in-process and check it against the plaintext sum."""
     names = _resolve_modes(mode)
     opts = parse_options(options)
+    # Build every aggregator first, so a bad option fails before any round starts.
+    aggregators = {name: build_aggregator(name, opts, dropout_stage) for name in names}
+    common: dict[str, Any] = dict(clients=clients, params=params, dropout=dropout, seed=seed,
+                                  dropout_stage=dropout_stage, round_id=round_id)
     reports = []
-    if fmt == "table":
-        from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=Console(stderr=True), transient=True) as progress:
-            for name in names:
-                task = progress.add_task(f"{name}: starting")
-
-                def on_stage(stage: str, task: Any = task, name: str = name) -> None:
-                    progress.update(task, description=f"{name}: {stage}")
-
-                reports.append(simulate_report(name, clients=clients, params=params, dropout=dropout,
-                                               seed=seed, dropout_stage=dropout_stage, options=opts,
-                                               round_id=round_id, on_stage=on_stage))
-                progress.remove_task(task)
-        _print_table(reports)
-    else:
-        for name in names:
-            reports.append(simulate_report(name, clients=clients, params=params, dropout=dropout, seed=seed,
-                                           dropout_stage=dropout_stage, options=opts, round_id=round_id))
+    if fmt == "json":
+        reports = [simulate_report(name, agg, **common) for name, agg in aggregators.items()]
         click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=_console(stderr=True), transient=True) as progress:
+        for name, agg in aggregators.items():
+            task = progress.add_task(f"{name}: starting")
+
+            def on_stage(stage: str, task: Any = task, name: str = name) -> None:
+                progress.update(task, description=f"{name}: {stage}")
+
+            reports.append(simulate_report(name, agg, on_stage=on_stage, **common))
+            progress.remove_task(task)
+    _print_table(reports)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    # Piped output (make demo, CI logs) would otherwise be squeezed into 80 columns.
+    return console if console.is_terminal else Console(stderr=stderr, width=160)
 
 
 def _print_table(reports: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="privagg simulate")
@@ -164,7 +178,7 @@ def _print_table(reports: list[dict[str, Any]]) -> None:
         table.add_row(r["mode"], str(r["clients"]), str(r["params"]), str(len(r["included"])),
                       str(len(r["dropped"])), "yes" if r["exact"] else "no", f"{r['max_abs_error']:.3g}",
                       f"{r['seconds']:.3f}", f"{r['bytes_up']:,}", f"{r['bytes_down']:,}")
-    Console().print(table)
+    _console().print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
