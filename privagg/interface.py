@@ -70,7 +70,7 @@ class ViewEntry:
 
     stage: str
     sender: int
-    message: Message
+    message: Message | None  # None where the mode was told not to keep bulky payloads
     size: int
 
 
@@ -99,16 +99,16 @@ class ServerView:
         self.encoded_output: npt.NDArray[np.unsignedinteger] | None = None
         self.output: npt.NDArray[np.float64] | None = None
 
-    def record(self, stage: str, sender: int, message: Message, size: int) -> None:
+    def record(self, stage: str, sender: int, message: Message | None, size: int) -> None:
         self.entries.append(ViewEntry(stage, sender, message, size))
 
     def messages(self, stage: str | None = None, sender: int | None = None) -> list[Message]:
-        """The messages received, optionally only those of one stage and/or one sender."""
-        return [e.message for e in self.entries
-                if (stage is None or e.stage == stage) and (sender is None or e.sender == sender)]
+        """The messages kept, optionally only those of one stage and/or one sender."""
+        return [e.message for e in self.entries if e.message is not None
+                and (stage is None or e.stage == stage) and (sender is None or e.sender == sender)]
 
     def by_sender(self, stage: str) -> dict[int, Message]:
-        return {e.sender: e.message for e in self.entries if e.stage == stage}
+        return {e.sender: e.message for e in self.entries if e.stage == stage and e.message is not None}
 
     @property
     def bytes_received(self) -> int:
@@ -130,7 +130,8 @@ class ServerView:
         for e in self.entries:
             _TEXT.write(w, e.stage)
             w.u64(e.sender)
-            data = e.message.to_bytes()
+            w.u64(e.size)
+            data = e.message.to_bytes() if e.message is not None else b""
             w.u32(len(data))
             w.raw(data)
         for vec, codec in ((self.encoded_output, _ENCODED), (self.output, _FLOATS)):
@@ -154,11 +155,12 @@ class ServerView:
         view = cls(_TEXT.read(r, "mode"), r.u64(), _IDS.read(r, "client_ids"))
         view.included = _IDS.read(r, "included")
         view.dropped = _IDS.read(r, "dropped")
-        for _ in range(r.length(1 << 24, 17, "entries")):
+        for _ in range(r.length(1 << 24, 25, "entries")):
             stage = _TEXT.read(r, "stage")
             sender = r.u64()
-            size = r.length(MAX_MESSAGE_BYTES + 64, 1, "message")
-            view.record(stage, sender, parse_message(r.take(size)), size)
+            size = r.u64()
+            length = r.length(MAX_MESSAGE_BYTES + 64, 1, "message")
+            view.record(stage, sender, parse_message(r.take(length)) if length else None, size)
         if r.u8():
             view.encoded_output = _ENCODED.read(r, "encoded_output")
         if r.u8():
@@ -325,7 +327,7 @@ class ServerSession(ABC):
                              sender=client_id, recipient=SERVER_ID)
         self._accept(client_id, msg)
         self._answers[client_id] = msg
-        self.view.record(self._stage, client_id, msg, size)
+        self.view.record(self._stage, client_id, self._kept_in_view(msg), size)
 
     def deadline_passed(self) -> None:
         """End the current stage: clients that have not answered have dropped out."""
@@ -371,6 +373,17 @@ class ServerSession(ABC):
 
     def _accept(self, client_id: int, message: Message) -> None:  # noqa: B027 - optional hook
         """Check and absorb one reply (raise ProtocolViolation to refuse it)."""
+
+    def _kept_in_view(self, message: Message) -> Message | None:
+        """What the view keeps of an accepted message (a mode may drop bulky payloads)."""
+        return message
+
+    def _exclude(self, client_id: int) -> None:
+        """Drop a client now (e.g. too few live neighbours to take part in the next stage)."""
+        if client_id in self._active:
+            self._active.discard(client_id)
+            self._outbox.pop(client_id, None)
+            self._dropped_at[client_id] = self._stage
 
     @abstractmethod
     def _advance(self, answers: dict[int, Message]) -> None:

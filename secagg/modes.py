@@ -1,0 +1,33 @@
+"""Registry factories: ``secagg`` (complete graph) and ``secagg+`` (sparse graph)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from privagg.errors import ConfigurationError
+from secagg.config import SecAgg
+
+__all__ = ["make_secagg", "make_secagg_plus"]
+
+_OPTIONS = {"threshold", "neighbours", "modulus_bits", "bits", "security", "clip", "scale", "max_clients",
+            "rounding", "keep_masked_inputs"}
+
+
+def _make(default_neighbours: Any, **options: Any) -> SecAgg:
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise ConfigurationError(f"unknown option(s) for secure aggregation: {sorted(unknown)}")
+    if "bits" in options:
+        options["modulus_bits"] = options.pop("bits")
+    options.setdefault("neighbours", default_neighbours)
+    return SecAgg(**options)
+
+
+def make_secagg(**options: Any) -> SecAgg:
+    if options.get("neighbours", "all") != "all":
+        raise ConfigurationError("mode 'secagg' uses the complete graph; use mode 'secagg+' for neighbours")
+    return _make("all", **options)
+
+
+def make_secagg_plus(**options: Any) -> SecAgg:
+    return _make("auto", **options)
