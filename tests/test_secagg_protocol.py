@@ -1,0 +1,140 @@
+"""Secure aggregation end to end: exact sums under dropouts at every stage, aborts below the
+threshold, both graphs, both security levels, and the failure cases Flower's SecAgg+ has."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privagg import AggregationAborted, Plain, simulate
+from privagg.encoding import sum_mod
+from secagg import SecAgg
+from secagg.config import ACTIVE_STAGES, STAGES
+
+
+def encoded_sum(config, updates, ids):
+    return sum_mod([config.encoding.encode(updates[c]) for c in ids], config.encoding.bits,
+                   len(next(iter(updates.values()))))
+
+
+@st.composite
+def secagg_rounds(draw, complete: bool):
+    n = draw(st.integers(3, 30))
+    active = draw(st.booleans())
+    if complete:
+        neighbours = "all"
+        k = n - 1
+    else:
+        neighbours = draw(st.integers(2, max(2, n - 1)))
+        k = neighbours if neighbours < n - 1 else n - 1
+        if k % 2 == 1 and n % 2 == 1 and k < n - 1:
+            k += 1
+    low = (k + 1) // 2 + 1 if active else 2
+    threshold = draw(st.integers(min(low, k + 1), k + 1))
+    config = SecAgg(threshold=threshold, neighbours=neighbours, security="active" if active else "semi-honest",
+                    modulus_bits=draw(st.sampled_from([24, 32, 40])), max_clients=64)
+    d = draw(st.integers(1, 12))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    updates = {cid: rng.uniform(-1, 1, d) for cid in draw(
+        st.lists(st.integers(0, 2**40), min_size=n, max_size=n, unique=True))}
+    stages = ACTIVE_STAGES if active else STAGES
+    dropouts = draw(st.dictionaries(st.sampled_from(sorted(updates)), st.sampled_from(stages), max_size=n))
+    return config, updates, dropouts
+
+
+def survivors_of(stage_index, stages, dropouts, ids):
+    """Clients still answering at the stage with this index."""
+    return [c for c in ids if c not in dropouts or stages.index(dropouts[c]) > stage_index]
+
+
+@settings(max_examples=40)
+@given(secagg_rounds(complete=True))
+def test_secagg_is_exact_or_aborts_exactly_when_too_few_remain(round_):
+    config, updates, dropouts = round_
+    ids, stages = sorted(updates), config.stages
+    t = config.parameters(ids).threshold
+    alive = [survivors_of(i, stages, dropouts, ids) for i in range(len(stages))]
+    quorum = config.parameters(ids).signatures_needed
+    must_abort = any(len(a) < t for a in alive) or (
+        config.active and len(alive[stages.index("consistency_check")]) < quorum)
+    if must_abort:
+        with pytest.raises(AggregationAborted):
+            simulate(config, updates, dropouts=dropouts)
+        return
+    result = simulate(config, updates, dropouts=dropouts)
+    included = alive[stages.index("masked_input")]
+    assert list(result.included) == included
+    assert np.array_equal(result.encoded, encoded_sum(config, updates, included))
+    plain = simulate(Plain(config.encoding), {c: updates[c] for c in included})
+    assert np.array_equal(result.encoded, plain.encoded)
+    assert np.array_equal(result.aggregate, plain.aggregate)
+
+
+@settings(max_examples=40)
+@given(secagg_rounds(complete=False))
+def test_secagg_plus_is_exact_for_whoever_it_includes(round_):
+    config, updates, dropouts = round_
+    ids, stages = sorted(updates), config.stages
+    try:
+        result = simulate(config, updates, dropouts=dropouts)
+    except AggregationAborted:
+        assert dropouts, "a round without dropouts must not abort"
+        return
+    sent_input = set(survivors_of(stages.index("masked_input"), stages, dropouts, ids))
+    assert set(result.included) <= sent_input
+    assert set(result.included) == set(result.view.by_sender("masked_input"))
+    assert np.array_equal(result.encoded, encoded_sum(config, updates, result.included))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("neighbours", ["all", 4])
+def test_abort_below_threshold_at_each_stage(stage, neighbours):
+    config = SecAgg(threshold=4, neighbours=neighbours)
+    updates = {i: np.full(5, 0.1) for i in range(6)}
+    with pytest.raises(AggregationAborted, match="below the threshold of 4|4 needed"):
+        simulate(config, updates, dropouts={0: stage, 1: stage, 2: stage})
+
+
+@pytest.mark.parametrize("stage", ["advertise_keys", "share_keys"])
+def test_dropping_before_sharing_keys_is_survived(stage):
+    """Flower 1.42's SecAgg+ round dies in this case; ours excludes the client and goes on."""
+    config = SecAgg(neighbours=6, threshold=4)
+    updates = {i: np.random.default_rng(i).uniform(-1, 1, 50) for i in range(12)}
+    result = simulate(config, updates, dropouts={3: stage, 7: stage})
+    assert 3 not in result.included and 7 not in result.included
+    assert np.array_equal(result.encoded, encoded_sum(config, updates, result.included))
+    assert len(result.included) == 10
+
+
+@pytest.mark.parametrize("neighbours", [3, 4, 5, 6, 7])
+def test_even_and_odd_share_counts(neighbours):
+    """Flower 1.42 crashes on an even share count; k neighbours give k + 1 shares here."""
+    config = SecAgg(neighbours=neighbours)
+    assert (config.parameters(range(20)).neighbours + 1) % 2 == (neighbours + 1) % 2
+    updates = {i: np.random.default_rng(i).uniform(-1, 1, 30) for i in range(20)}
+    result = simulate(config, updates, dropouts={2: "masked_input", 5: "masked_input"})
+    assert np.array_equal(result.encoded, encoded_sum(config, updates, result.included))
+    assert result.info["neighbours"] == neighbours
+
+
+def test_dropouts_after_sharing_keys_need_the_mask_keys_rebuilt():
+    config = SecAgg(neighbours="all")
+    updates = {i: np.full(8, 0.5) for i in range(10)}
+    result = simulate(config, updates, dropouts={0: "masked_input", 9: "masked_input", 4: "unmasking"})
+    assert result.included == (1, 2, 3, 4, 5, 6, 7, 8)  # 4 sent its masked input, then vanished
+    assert np.allclose(result.aggregate, 4.0)
+    key_shares = [m.key_shares for m in result.view.messages("unmasking")]
+    assert all(set(k) == {0, 9} for k in key_shares)
+
+
+def test_large_rounds_with_the_default_secagg_plus_graph():
+    config = SecAgg(neighbours="auto", keep_masked_inputs=False)
+    rng = np.random.default_rng(0)
+    updates = {i: rng.uniform(-1, 1, 2000) for i in range(100)}
+    dropped = {i: "masked_input" for i in range(0, 100, 10)}
+    result = simulate(config, updates, dropouts=dropped)
+    assert result.info == {"threshold": 8, "neighbours": 14}
+    assert len(result.included) == 90
+    assert np.array_equal(result.encoded, encoded_sum(config, updates, result.included))
+    assert result.view.messages("masked_input") == []  # not kept, only sized
+    assert sum(e.size for e in result.view.entries if e.stage == "masked_input") > 90 * 8000
