@@ -16,9 +16,9 @@ real code on both sides and nothing reimplemented:
   and `bytes_up_total` is the size of exactly what Flower would put on the wire (the
   object headers and protobuf bodies, without gRPC framing).
 
-What is timed (process CPU time, `time.process_time`, with wall time alongside; the
-process runs nothing else meanwhile, and the per-thread CPU clock was found to miss much
-of NumPy's work on the virtual machines this was written on):
+What is timed (process CPU time, `time.process_time`, with wall time alongside; Flower
+runs Shamir split/combine on a ``ThreadPoolExecutor``, so a per-thread clock would miss most
+of the secret-sharing work, and nothing else runs in the process meanwhile):
 
 * client time: each call of the ClientApp, i.e. ``secaggplus_mod`` plus the legacy
   ``fit`` handling (FitIns/FitRes conversion) it wraps;
@@ -68,50 +68,50 @@ os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 os.environ["FLWR_DISABLE_UPDATE_CHECK"] = "1"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
-import logging  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
-from collections.abc import Callable, Iterable, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from importlib.metadata import version as _dist_version  # noqa: E402
-from typing import Any, cast  # noqa: E402
+import logging
+import time
+import tracemalloc
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import version as _dist_version
+from typing import Any, cast
 
-import numpy as np  # noqa: E402
-from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
-from flwr.client import NumPyClient  # noqa: E402
-from flwr.client.mod import secaggplus_mod  # noqa: E402
-from flwr.clientapp import ClientApp  # noqa: E402
-from flwr.common import (  # noqa: E402
+import numpy as np
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.client import NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp import ClientApp
+from flwr.common import (
     NDArrays,
     Scalar,
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
-from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode  # noqa: E402
-from flwr.common.secure_aggregation.secaggplus_constants import (  # noqa: E402
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.common.secure_aggregation.secaggplus_constants import (
     RECORD_KEY_CONFIGS,
     Key,
     Stage,
 )
-from flwr.compat.common import recorddict_compat as compat  # noqa: E402
-from flwr.server import LegacyContext, ServerConfig, SimpleClientManager  # noqa: E402
-from flwr.server.strategy import FedAvg  # noqa: E402
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow  # noqa: E402
-from flwr.server.workflow.constant import MAIN_PARAMS_RECORD  # noqa: E402
-from flwr.server.workflow.secure_aggregation.secaggplus_workflow import (  # noqa: E402
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import LegacyContext, ServerConfig, SimpleClientManager
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import (
     WorkflowState,
 )
-from flwr.serverapp.grid import Grid  # noqa: E402
-from flwr.supercore.inflatable.inflatable_object import (  # noqa: E402
+from flwr.serverapp.grid import Grid
+from flwr.supercore.inflatable.inflatable_object import (
     get_all_nested_objects,
     no_object_id_recompute,
 )
-from flwr.supercore.inflatable.inflatable_utils import (  # noqa: E402
+from flwr.supercore.inflatable.inflatable_utils import (
     inflate_object_from_contents,
 )
-from flwr.supercore.run import Run, RunNotRunningException  # noqa: E402
-from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+from flwr.supercore.run import Run, RunNotRunningException
+from flwr.supercore.task_identity import TaskIdentity
 
 __all__ = ["FlowerRoundFailed", "run_flower_secaggplus"]
 
@@ -120,6 +120,7 @@ FLOWER_VERSION: str = _dist_version("flwr")
 _RUN_ID = 1
 _NODE_ID_BASE = 0x1_0000  # node ids are opaque to SecAgg+; keep clear of SUPERLINK_NODE_ID
 _STAGES: tuple[str, ...] = Stage.all()
+_MIN_CLIENTS = 2
 
 
 class FlowerRoundFailed(RuntimeError):
@@ -285,7 +286,7 @@ class _LoopbackGrid(Grid):
     def run(self) -> Run:
         return self._run
 
-    def create_message(  # noqa: PLR0913 - signature fixed by Grid
+    def create_message(
         self,
         content: RecordDict,
         message_type: str,
@@ -338,7 +339,8 @@ class _LoopbackGrid(Grid):
             with _timed(span):
                 try:
                     reply = self._app(inbound, self._contexts[node])
-                except Exception as exc:  # noqa: BLE001 - a SuperNode turns it into an error
+                except Exception as exc:  # a SuperNode turns any ClientApp exception
+                    # into an error reply; so does this grid
                     meter.client_errors[node] = f"{stage}: {type(exc).__name__}: {exc}"
                     reply = Message(
                         Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, repr(exc)),
@@ -414,9 +416,7 @@ class _MeasuredSecAggPlus(SecAggPlusWorkflow):
         self._meter.num_shares, self._meter.threshold = state.num_shares, state.threshold
         return ok
 
-    def share_keys_stage(
-        self, grid: Grid, context: LegacyContext, state: WorkflowState
-    ) -> bool:
+    def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         return self._measure(Stage.SHARE_KEYS, super().share_keys_stage, grid, context, state)
 
     def collect_masked_vectors_stage(
@@ -437,28 +437,45 @@ class _MeasuredSecAggPlus(SecAggPlusWorkflow):
         return self._measure(Stage.UNMASK, super().unmask_stage, grid, context, state)
 
 
+class _Capture(logging.Handler):
+    """Keeps the text of every record it receives."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname}: {record.getMessage()}")
+
+
 @contextmanager
-def _flower_process_state(level: int) -> Iterator[None]:
-    """Set Flower's process-global identity and log level for one run, then restore them."""
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)  # noqa: SLF001
+def _flower_process_state(capture: _Capture) -> Iterator[None]:
+    """Set Flower's process-global identity and silence its logger for one run.
+
+    Flower's warnings and errors go to `capture` instead of the console. Everything is
+    restored afterwards.
+    """
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
     logger = logging.getLogger("flwr")
-    saved_level = logger.level
+    saved_logger = (logger.level, logger.handlers[:], logger.propagate)
     # What Flower's own legacy `start_grid` sets for an in-process ServerApp.
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = _RUN_ID
     TaskIdentity.node_id = SUPERLINK_NODE_ID
-    logger.setLevel(level)
+    logger.setLevel(logging.WARNING)
+    logger.handlers = [capture]
+    logger.propagate = False
     try:
         yield
     finally:
-        logger.setLevel(saved_level)
-        (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id) = saved  # noqa: SLF001
+        logger.level, logger.handlers, logger.propagate = saved_logger
+        (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id) = saved
 
 
 def _check_inputs(
     updates: list[np.ndarray], drop_sets: Iterable[set[int]]
 ) -> tuple[list[np.ndarray], int]:
-    if len(updates) < 2:
+    if len(updates) < _MIN_CLIENTS:
         raise ValueError("SecAgg+ needs at least two clients")
     arrays = [np.asarray(u) for u in updates]
     if any(a.ndim != 1 for a in arrays):
@@ -475,7 +492,7 @@ def _check_inputs(
 # --------------------------------------------------------------------------- public
 
 
-def run_flower_secaggplus(  # noqa: PLR0913, PLR0915
+def run_flower_secaggplus(
     updates: list[np.ndarray],
     *,
     num_shares: int,
@@ -488,7 +505,6 @@ def run_flower_secaggplus(  # noqa: PLR0913, PLR0915
     max_weight: float = 1.0,
     drop_after_setup: set[int] | frozenset[int] = frozenset(),
     measure_memory: bool = False,
-    log_level: int = logging.ERROR,
 ) -> dict[str, Any]:
     """Run one round of Flower's SecAgg+ on `updates` in-process and measure it.
 
@@ -514,27 +530,31 @@ def run_flower_secaggplus(  # noqa: PLR0913, PLR0915
     measure_memory
         Trace the server's peak heap with `tracemalloc` (`server_peak_bytes`). Tracing
         slows Python code, so timings of a traced run are not comparable.
-    log_level
-        Level of the ``flwr`` logger during the run (restored afterwards).
 
     Returns
     -------
     dict
-        ``client_seconds_total`` / ``client_seconds_max``: CPU seconds in the ClientApp
-        (``secaggplus_mod`` and the fit it wraps), summed over / maximal among clients;
-        ``server_seconds``: CPU seconds in the four SecAgg+ stages minus client calls and
-        transport; ``*_wall`` variants of the three; ``server_stage_seconds``: CPU seconds
-        per stage; ``server_strategy_seconds``: the part of ``server_seconds`` spent in
-        FedAvg's legacy ``aggregate_fit``; ``transport_seconds``: CPU seconds spent (de)serialising, counted on
-        neither side; ``bytes_up_total`` / ``bytes_down_total`` and ``bytes_up_by_stage``
-        / ``bytes_down_by_stage``: sizes of Flower's deflated message objects;
-        ``aggregate``: the float64 vector Flower produced (the weighted *mean* of the
-        included updates; ``aggregate_is_mean`` is True); ``aggregate_sum``: it times the
-        number of included clients; ``included`` / ``dropped``: sorted client indices;
-        ``num_shares`` / ``threshold``: the values Flower actually used;
-        ``server_peak_bytes``: traced server peak (None unless `measure_memory`);
-        ``client_errors``: client index -> error text (empty on a clean run);
-        ``n_clients``, ``n_params``, ``flower_version``.
+        Times are CPU seconds (``time.process_time``) unless the key says ``wall``.
+
+        - ``client_seconds_total`` / ``client_seconds_max``: time in the ClientApp
+          (``secaggplus_mod`` and the legacy fit it wraps), summed over / largest among
+          clients; ``server_seconds``: the four SecAgg+ stages minus client calls and
+          transport; ``client_wall_seconds_total``, ``client_wall_seconds_max`` and
+          ``server_wall_seconds`` likewise in wall time.
+        - ``server_stage_seconds``: stage name -> server time; ``server_strategy_seconds``:
+          the part of ``server_seconds`` spent in FedAvg's legacy ``aggregate_fit``;
+          ``transport_seconds``: (de)serialisation, counted on neither side.
+        - ``bytes_up_total`` / ``bytes_down_total`` and ``bytes_up_by_stage`` /
+          ``bytes_down_by_stage``: total size of Flower's deflated message objects.
+        - ``aggregate``: the float64 vector Flower produced, the weighted *mean* of the
+          included updates (``aggregate_is_mean`` is True); ``aggregate_sum``: it times
+          the number of included clients.
+        - ``included`` / ``dropped``: sorted client indices whose inputs are / are not in
+          the aggregate; ``num_shares`` / ``threshold``: the values Flower used.
+        - ``server_peak_bytes``: traced server heap peak, None unless `measure_memory`.
+        - ``client_errors``: client index -> error text (empty on a clean run);
+          ``flower_log``: Flower's warnings and errors, kept off the console.
+        - ``n_clients``, ``n_params``, ``flower_version``.
 
     Raises
     ------
@@ -589,7 +609,8 @@ def run_flower_secaggplus(  # noqa: PLR0913, PLR0915
         )
     )
 
-    with _flower_process_state(log_level):
+    capture = _Capture()
+    with _flower_process_state(capture):
         context = LegacyContext(
             context=Context(
                 run_id=_RUN_ID,
@@ -608,7 +629,8 @@ def run_flower_secaggplus(  # noqa: PLR0913, PLR0915
             raise FlowerRoundFailed(
                 f"Flower's workflow raised {type(exc).__name__}: {exc}; "
                 f"stages completed: {meter.stages_completed}; "
-                f"client errors: {_by_index(meter.client_errors, index_of)}"
+                f"client errors: {_by_index(meter.client_errors, index_of)}; "
+                f"Flower log: {capture.lines}"
             ) from exc
         finally:
             meter.memory.stop()
@@ -618,7 +640,8 @@ def run_flower_secaggplus(  # noqa: PLR0913, PLR0915
         raise FlowerRoundFailed(
             "Flower's SecAgg+ halted without an aggregate; "
             f"stages completed: {meter.stages_completed}; "
-            f"client errors: {_by_index(meter.client_errors, index_of)}"
+            f"client errors: {_by_index(meter.client_errors, index_of)}; "
+            f"Flower log: {capture.lines}"
         )
 
     params = compat.arrayrecord_to_parameters(
@@ -651,6 +674,7 @@ def run_flower_secaggplus(  # noqa: PLR0913, PLR0915
         "num_shares": meter.num_shares,
         "threshold": meter.threshold,
         "client_errors": _by_index(meter.client_errors, index_of),
+        "flower_log": capture.lines,
         "n_clients": n,
         "n_params": m,
         "flower_version": FLOWER_VERSION,
@@ -668,7 +692,7 @@ def _ordered(per_stage: dict[str, int]) -> dict[str, int]:
 # --------------------------------------------------------------------------- demo
 
 
-def _demo(n: int, m: int, num_shares: int, threshold: int, n_drop: int, seed: int) -> None:
+def _demo(*, n: int, m: int, num_shares: int, threshold: int, n_drop: int, seed: int) -> None:
     """Run one round, print the measurements and check the aggregate against plaintext."""
     rng = np.random.default_rng(seed)
     updates = [rng.uniform(-1.0, 1.0, m).astype(np.float32) for _ in range(n)]
@@ -696,5 +720,5 @@ def _demo(n: int, m: int, num_shares: int, threshold: int, n_drop: int, seed: in
 
 
 if __name__ == "__main__":
-    _demo(20, 10_000, num_shares=7, threshold=4, n_drop=2, seed=1)
-    _demo(100, 100_000, num_shares=13, threshold=7, n_drop=10, seed=2)
+    _demo(n=20, m=10_000, num_shares=7, threshold=4, n_drop=2, seed=1)
+    _demo(n=100, m=100_000, num_shares=13, threshold=7, n_drop=10, seed=2)

@@ -128,13 +128,20 @@ def _resolve_modes(spec: str) -> list[str]:
               help="Stage at which they stop answering (default: a random stage per client).")
 @click.option("--seed", type=int, default=None, help="Seed for the inputs, the dropouts and non-secret randomness.")
 @click.option("--round-id", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Option for the mode.")
+@click.option("--threshold", type=click.IntRange(min=1), default=None, help="Secret-sharing threshold (secagg modes).")
+@click.option("--neighbours", default=None, help="Neighbours per client: an integer, 'auto' or 'all' (secagg+).")
+@click.option("--security", type=click.Choice(["semi-honest", "active"]), default=None, help="Security level (secagg modes).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Any other option for the mode.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def simulate_command(mode: str, clients: int, params: int, dropout: float, dropout_stage: str | None,
-                     seed: int | None, round_id: int, options: tuple[str, ...], fmt: str) -> None:
+                     seed: int | None, round_id: int, threshold: int | None, neighbours: str | None,
+                     security: str | None, options: tuple[str, ...], fmt: str) -> None:
     """Simulate one aggregation round in-process and check it against the plaintext sum."""
     names = _resolve_modes(mode)
     opts = parse_options(options)
+    named = {"threshold": threshold, "neighbours": parse_options([f"neighbours={neighbours}"])["neighbours"]
+             if neighbours is not None else None, "security": security}
+    opts.update({k: v for k, v in named.items() if v is not None})
     # Build every aggregator first, so a bad option fails before any round starts.
     aggregators = {name: build_aggregator(name, opts, dropout_stage) for name in names}
     common: dict[str, Any] = dict(clients=clients, params=params, dropout=dropout, seed=seed,
@@ -165,6 +172,43 @@ def _console(stderr: bool = False) -> Any:
     console = Console(stderr=stderr)
     # Piped output (make demo, CI logs) would otherwise be squeezed into 80 columns.
     return console if console.is_terminal else Console(stderr=stderr, width=160)
+
+
+@cli.command("bench")
+@click.argument("mode")
+@click.option("--clients", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--params", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.1, show_default=True)
+@click.option("--threshold", type=click.IntRange(min=1), default=None)
+@click.option("--neighbours", default=None, help="An integer, 'auto' or 'all'.")
+@click.option("--security", type=click.Choice(["semi-honest", "active"]), default="semi-honest", show_default=True)
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Any other option.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def bench_command(mode: str, clients: int, params: int, dropout: float, threshold: int | None,
+                  neighbours: str | None, security: str, options: tuple[str, ...], fmt: str) -> None:
+    """Time one round of MODE's protocol per party (modes that register a benchmark)."""
+    from importlib.metadata import entry_points
+
+    targets = {ep.name: ep for ep in entry_points(group="privagg.bench")}
+    if mode not in targets:
+        raise ConfigurationError(f"no benchmark for mode {mode!r}; available: {', '.join(sorted(targets)) or 'none'}")
+    opts = parse_options(options)
+    opts.update({k: v for k, v in {"threshold": threshold, "security": security}.items() if v is not None})
+    if neighbours is not None:
+        opts["neighbours"] = parse_options([f"neighbours={neighbours}"])["neighbours"]
+    run_bench = targets[mode].load()
+    report = run_bench(clients=clients, params=params, dropout=dropout, **opts)
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"privagg bench {mode}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in report.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    _console().print(table)
 
 
 def _print_table(reports: list[dict[str, Any]]) -> None:

@@ -1,0 +1,157 @@
+"""``privagg bench secagg``: one round of SecAgg(+), timed per party, with memory and traffic.
+
+Each stage is run in two phases: every client answers (timed per client), then the server
+takes all the answers and closes the stage (timed, and traced by tracemalloc). The server's
+peak memory is the largest ``retained + (peak - start)`` over its phases, where ``retained``
+is the memory its earlier phases kept: the clients' allocations, and the replies waiting to be
+delivered, never count, as they would not live in a real server process.
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+import secagg.client
+import secagg.server
+from privagg.encoding.modular import sum_mod
+from privagg.errors import ConfigurationError
+from secagg.config import SecAgg
+
+__all__ = ["run_bench", "aes_ctr_floor"]
+
+
+class _MaskMeter:
+    """Counts the time and keystream bytes spent in ``expand_mask`` by clients and server."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.bytes = 0
+        self._originals: list[tuple[Any, Callable[..., np.ndarray]]] = []
+
+    def __enter__(self) -> _MaskMeter:
+        for module in (secagg.client, secagg.server):
+            original = module.expand_mask
+            self._originals.append((module, original))
+
+            def timed(seed: bytes, length: int, bits: int, _original: Any = original) -> np.ndarray:
+                start = time.perf_counter()
+                out = _original(seed, length, bits)
+                self.seconds += time.perf_counter() - start
+                self.bytes += out.nbytes
+                return out
+
+            module.expand_mask = timed  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for module, original in self._originals:
+            module.expand_mask = original  # type: ignore[assignment]
+
+
+def aes_ctr_floor(total_bytes: int, chunk: int) -> float:
+    """Seconds ``cryptography`` takes to produce ``total_bytes`` of AES-256-CTR keystream in
+    ``chunk``-byte streams under fresh keys: the physical floor of mask generation."""
+    zeros = bytes(chunk)
+    key = bytes(range(32))
+    start = time.perf_counter()
+    produced = 0
+    while produced < total_bytes:
+        n = min(chunk, total_bytes - produced)
+        Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(zeros[:n])
+        produced += n
+    return time.perf_counter() - start
+
+
+def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | str | None = None,
+              threshold: int | None = None, security: str = "semi-honest", seed: int = 0,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One timed round; ``dropout`` is the fraction of clients that vanish after sharing keys."""
+    if not 0 <= dropout < 1:
+        raise ConfigurationError(f"dropout must be in [0, 1), got {dropout}")
+    config = SecAgg(threshold=threshold, neighbours="auto" if neighbours is None else neighbours,
+                    security=security, keep_masked_inputs=False, max_clients=max(clients, 1024))  # type: ignore[arg-type]
+    rng = np.random.default_rng(seed)
+    updates = rng.uniform(-1, 1, size=(clients, params)).astype(np.float32)
+    ids = list(range(clients))
+    dropped = set(int(i) for i in rng.choice(clients, size=int(round(dropout * clients)), replace=False))
+
+    client_seconds = dict.fromkeys(ids, 0.0)
+    server_seconds = 0.0
+    bytes_up = 0
+    retained = peak = 0
+    tracemalloc.start()
+    try:
+        with _MaskMeter() as meter:
+            # Server construction is a server phase too.
+            start_mem = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            t0 = time.perf_counter()
+            server = config.server(ids, round_id=1)
+            server_seconds += time.perf_counter() - t0
+            current, top = tracemalloc.get_traced_memory()
+            peak = max(peak, retained + top - start_mem)
+            retained += current - start_mem
+
+            sessions = {}
+            for cid in ids:
+                t0 = time.perf_counter()
+                sessions[cid] = config.client(cid, updates[cid], round_id=1)
+                client_seconds[cid] += time.perf_counter() - t0
+            while not server.finished:
+                stage = server.stage
+                if progress is not None:
+                    progress(stage)
+                t0 = time.perf_counter()
+                outgoing = {cid: msg.to_bytes() for cid, msg in server.messages_to_send().items()}
+                server_seconds += time.perf_counter() - t0
+                replies = {}
+                for cid, data in outgoing.items():
+                    if cid in dropped and stage in ("masked_input", "consistency_check", "unmasking"):
+                        continue
+                    t0 = time.perf_counter()
+                    replies[cid] = sessions[cid].respond(data).to_bytes()
+                    client_seconds[cid] += time.perf_counter() - t0
+                    bytes_up += len(replies[cid])
+                del outgoing
+                start_mem = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                t0 = time.perf_counter()
+                for cid in list(replies):
+                    server.receive(cid, replies.pop(cid))  # each reply is freed once absorbed
+                server.deadline_passed()
+                server_seconds += time.perf_counter() - t0
+                current, top = tracemalloc.get_traced_memory()
+                peak = max(peak, retained + top - start_mem)
+                retained += current - start_mem
+            result = server.result()
+    finally:
+        tracemalloc.stop()
+    expected = sum_mod([config.encoding.encode(updates[c]) for c in result.included], config.encoding.bits, params)
+    floor = aes_ctr_floor(meter.bytes, params * config.encoding.encode(np.zeros(1)).itemsize)
+    return {
+        "mode": config.mode,
+        "clients": clients,
+        "params": params,
+        "dropout": dropout,
+        "neighbours": result.info["neighbours"],
+        "threshold": result.info["threshold"],
+        "security": security,
+        "included": len(result.included),
+        "client_seconds_total": sum(client_seconds.values()),
+        "client_seconds_max": max(client_seconds.values()),
+        "server_seconds": server_seconds,
+        "bytes_up_total": bytes_up,
+        "bytes_up_per_param_per_client": bytes_up / (clients * params),
+        "server_peak_bytes": int(peak),
+        "vector_bytes": params * int(np.dtype(np.uint32 if config.encoding.bits <= 32 else np.uint64).itemsize),
+        "mask_seconds": meter.seconds,
+        "mask_bytes": meter.bytes,
+        "aes_ctr_floor_seconds": floor,
+        "exact": bool(np.array_equal(result.encoded, expected)),
+    }
