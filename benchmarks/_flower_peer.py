@@ -248,7 +248,7 @@ def _wire_copy(msg: Message) -> tuple[Message, int]:
 
 
 def _stage_of(msg: Message) -> str:
-    """The SecAgg+ stage an instruction message belongs to ('other' if none)."""
+    """Return the SecAgg+ stage an instruction message belongs to ("other" if none)."""
     if msg.has_content() and RECORD_KEY_CONFIGS in msg.content.config_records:
         return str(msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE, "other"))
     return "other"

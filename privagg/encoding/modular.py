@@ -92,9 +92,8 @@ def sum_mod(vectors: list[UIntArray] | tuple[UIntArray, ...], bits: int, length:
 def to_signed(values: UIntArray, bits: int) -> npt.NDArray[np.int64]:
     """Centre residues modulo ``2**bits`` on zero: ``[2**(bits-1), 2**bits)`` maps to negatives."""
     check_bits(bits)
-    arr = np.asarray(values)
-    if bits == 64:
-        return arr.astype(np.uint64, copy=False).view(np.int64).copy()
-    signed = arr.astype(np.int64)
-    signed[signed >= (1 << (bits - 1))] -= 1 << bits
-    return signed
+    wide = np.array(values, dtype=np.uint64, copy=True)
+    if bits < 64:
+        # r - 2**bits for the upper half, computed modulo 2**64: the two's complement of it.
+        wide[wide >= np.uint64(1 << (bits - 1))] += np.uint64((1 << 64) - (1 << bits))
+    return wide.view(np.int64)
