@@ -38,8 +38,8 @@ benchmark therefore never includes deadline waiting.
 
 Flower's aggregate is the *weighted mean* of the included clients' updates (the workflow
 uploads ``[w, w * params]`` and FedAvg then averages). With ``num_examples=1`` and
-``max_weight=1.0`` every weight is 1, the mask-free quantisation uses the full
-``quantization_range`` and the result is the plain mean; `aggregate_sum` multiplies it back
+``max_weight=1.0`` every weight is 1, quantisation uses the full ``quantization_range``
+and the result is the plain mean; `aggregate_sum` multiplies it back
 by the number of included clients. Flower's default ``max_weight=1000`` would instead
 scale every update by about 1/1000 before quantising and so lose about ten bits.
 
@@ -55,8 +55,11 @@ Known Flower 1.42 behaviour, documented here and deliberately not worked around:
   copy to the next odd number, so each client has ``num_shares + 1`` neighbours but only
   ``num_shares`` Shamir shares and hits an ``IndexError`` in ``_share_keys``.
 * Masks come from ``np.random.RandomState`` seeded with the 32-byte secret XOR-folded to
-  32 bits, and are drawn from ``[0, modulus_range - 2]``; stochastic rounding draws from
-  NumPy's global RNG. These are properties of the peer, not of this harness.
+  32 bits, and are drawn from ``[0, modulus_range - 2]``; masked inputs travel as int64
+  (8 bytes a parameter) although they live mod ``2**32``. Neighbour shuffling uses Python's
+  global ``random`` and stochastic rounding NumPy's global RNG, so a run is not
+  reproducible from a seed and advances both global generators. These are properties of
+  the peer, not of this harness.
 """
 
 from __future__ import annotations
@@ -457,7 +460,11 @@ def _flower_process_state(capture: _Capture) -> Iterator[None]:
     """
     saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
     logger = logging.getLogger("flwr")
-    saved_logger = (logger.level, logger.handlers[:], logger.propagate)
+    saved_level, saved_handlers, saved_propagate = (
+        logger.level,
+        logger.handlers[:],
+        logger.propagate,
+    )
     # What Flower's own legacy `start_grid` sets for an in-process ServerApp.
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = _RUN_ID
@@ -468,7 +475,8 @@ def _flower_process_state(capture: _Capture) -> Iterator[None]:
     try:
         yield
     finally:
-        logger.level, logger.handlers, logger.propagate = saved_logger
+        logger.setLevel(saved_level)
+        logger.handlers, logger.propagate = saved_handlers, saved_propagate
         (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id) = saved
 
 
@@ -538,9 +546,10 @@ def run_flower_secaggplus(
 
         - ``client_seconds_total`` / ``client_seconds_max``: time in the ClientApp
           (``secaggplus_mod`` and the legacy fit it wraps), summed over / largest among
-          clients; ``server_seconds``: the four SecAgg+ stages minus client calls and
-          transport; ``client_wall_seconds_total``, ``client_wall_seconds_max`` and
-          ``server_wall_seconds`` likewise in wall time.
+          all clients, dropped ones included (they did setup and share-keys);
+          ``server_seconds``: the four SecAgg+ stages minus client calls and transport;
+          ``client_wall_seconds_total``, ``client_wall_seconds_max`` and
+          ``server_wall_seconds``: the same in wall time.
         - ``server_stage_seconds``: stage name -> server time; ``server_strategy_seconds``:
           the part of ``server_seconds`` spent in FedAvg's legacy ``aggregate_fit``;
           ``transport_seconds``: (de)serialisation, counted on neither side.

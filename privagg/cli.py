@@ -197,7 +197,8 @@ def bench_command(mode: str, clients: int, params: int, dropout: float, threshol
     if neighbours is not None:
         opts["neighbours"] = parse_options([f"neighbours={neighbours}"])["neighbours"]
     run_bench = targets[mode].load()
-    report = run_bench(clients=clients, params=params, dropout=dropout, **opts)
+    report = {k: v for k, v in run_bench(clients=clients, params=params, dropout=dropout, **opts).items()
+              if not isinstance(v, (list, np.ndarray))}
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
         return

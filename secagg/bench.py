@@ -70,16 +70,25 @@ def aes_ctr_floor(total_bytes: int, chunk: int) -> float:
 
 def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | str | None = None,
               threshold: int | None = None, security: str = "semi-honest", seed: int = 0,
+              updates: np.ndarray | None = None, dropped: set[int] | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """One timed round; ``dropout`` is the fraction of clients that vanish after sharing keys."""
+    """One timed round; ``dropout`` is the fraction of clients that vanish after sharing keys.
+
+    ``updates`` (clients x params floats) and ``dropped`` (client indices) may be given, so a
+    peer can be measured on exactly the same round.
+    """
     if not 0 <= dropout < 1:
         raise ConfigurationError(f"dropout must be in [0, 1), got {dropout}")
     config = SecAgg(threshold=threshold, neighbours="auto" if neighbours is None else neighbours,
                     security=security, keep_masked_inputs=False, max_clients=max(clients, 1024))  # type: ignore[arg-type]
     rng = np.random.default_rng(seed)
-    updates = rng.uniform(-1, 1, size=(clients, params)).astype(np.float32)
+    if updates is None:
+        updates = rng.uniform(-1, 1, size=(clients, params)).astype(np.float32)
+    if updates.shape != (clients, params):
+        raise ConfigurationError(f"updates have shape {updates.shape}, expected {(clients, params)}")
     ids = list(range(clients))
-    dropped = set(int(i) for i in rng.choice(clients, size=int(round(dropout * clients)), replace=False))
+    if dropped is None:
+        dropped = set(int(i) for i in rng.choice(clients, size=int(round(dropout * clients)), replace=False))
 
     client_seconds = dict.fromkeys(ids, 0.0)
     server_seconds = 0.0
@@ -154,4 +163,6 @@ def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | st
         "mask_bytes": meter.bytes,
         "aes_ctr_floor_seconds": floor,
         "exact": bool(np.array_equal(result.encoded, expected)),
+        "included_ids": list(result.included),
+        "aggregate": result.aggregate,
     }
