@@ -54,6 +54,31 @@ class _MaskMeter:
             module.expand_mask = original  # type: ignore[assignment]
 
 
+class _ServerMemory:
+    """Peak memory of the server's phases only (see the module docstring)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.retained = self.peak = self._start = 0
+        if enabled:
+            tracemalloc.start()
+
+    def begin(self) -> None:
+        if self.enabled:
+            self._start = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+
+    def end(self) -> None:
+        if self.enabled:
+            current, top = tracemalloc.get_traced_memory()
+            self.peak = max(self.peak, self.retained + top - self._start)
+            self.retained += current - self._start
+
+    def stop(self) -> None:
+        if self.enabled:
+            tracemalloc.stop()
+
+
 def aes_ctr_floor(total_bytes: int, chunk: int) -> float:
     """Seconds ``cryptography`` takes to produce ``total_bytes`` of AES-256-CTR keystream in
     ``chunk``-byte streams under fresh keys: the physical floor of mask generation."""
@@ -71,11 +96,13 @@ def aes_ctr_floor(total_bytes: int, chunk: int) -> float:
 def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | str | None = None,
               threshold: int | None = None, security: str = "semi-honest", seed: int = 0,
               updates: np.ndarray | None = None, dropped: set[int] | None = None,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              trace_memory: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """One timed round; ``dropout`` is the fraction of clients that vanish after sharing keys.
 
     ``updates`` (clients x params floats) and ``dropped`` (client indices) may be given, so a
-    peer can be measured on exactly the same round.
+    peer can be measured on exactly the same round. Times are process CPU seconds.
+    ``trace_memory=False`` skips tracemalloc (which slows allocation-heavy code) and reports
+    no peak.
     """
     if not 0 <= dropout < 1:
         raise ConfigurationError(f"dropout must be in [0, 1), got {dropout}")
@@ -93,54 +120,47 @@ def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | st
     client_seconds = dict.fromkeys(ids, 0.0)
     server_seconds = 0.0
     bytes_up = 0
-    retained = peak = 0
-    tracemalloc.start()
+    memory = _ServerMemory(trace_memory)
     try:
         with _MaskMeter() as meter:
             # Server construction is a server phase too.
-            start_mem = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            t0 = time.perf_counter()
+            memory.begin()
+            t0 = time.process_time()
             server = config.server(ids, round_id=1)
-            server_seconds += time.perf_counter() - t0
-            current, top = tracemalloc.get_traced_memory()
-            peak = max(peak, retained + top - start_mem)
-            retained += current - start_mem
+            server_seconds += time.process_time() - t0
+            memory.end()
 
             sessions = {}
             for cid in ids:
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 sessions[cid] = config.client(cid, updates[cid], round_id=1)
-                client_seconds[cid] += time.perf_counter() - t0
+                client_seconds[cid] += time.process_time() - t0
             while not server.finished:
                 stage = server.stage
                 if progress is not None:
                     progress(stage)
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 outgoing = {cid: msg.to_bytes() for cid, msg in server.messages_to_send().items()}
-                server_seconds += time.perf_counter() - t0
+                server_seconds += time.process_time() - t0
                 replies = {}
                 for cid, data in outgoing.items():
                     if cid in dropped and stage in ("masked_input", "consistency_check", "unmasking"):
                         continue
-                    t0 = time.perf_counter()
+                    t0 = time.process_time()
                     replies[cid] = sessions[cid].respond(data).to_bytes()
-                    client_seconds[cid] += time.perf_counter() - t0
+                    client_seconds[cid] += time.process_time() - t0
                     bytes_up += len(replies[cid])
                 del outgoing
-                start_mem = tracemalloc.get_traced_memory()[0]
-                tracemalloc.reset_peak()
-                t0 = time.perf_counter()
+                memory.begin()
+                t0 = time.process_time()
                 for cid in list(replies):
                     server.receive(cid, replies.pop(cid))  # each reply is freed once absorbed
                 server.deadline_passed()
-                server_seconds += time.perf_counter() - t0
-                current, top = tracemalloc.get_traced_memory()
-                peak = max(peak, retained + top - start_mem)
-                retained += current - start_mem
+                server_seconds += time.process_time() - t0
+                memory.end()
             result = server.result()
     finally:
-        tracemalloc.stop()
+        memory.stop()
     expected = sum_mod([config.encoding.encode(updates[c]) for c in result.included], config.encoding.bits, params)
     floor = aes_ctr_floor(meter.bytes, params * config.encoding.encode(np.zeros(1)).itemsize)
     return {
@@ -157,7 +177,7 @@ def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | st
         "server_seconds": server_seconds,
         "bytes_up_total": bytes_up,
         "bytes_up_per_param_per_client": bytes_up / (clients * params),
-        "server_peak_bytes": int(peak),
+        "server_peak_bytes": memory.peak if trace_memory else None,
         "vector_bytes": params * int(np.dtype(np.uint32 if config.encoding.bits <= 32 else np.uint64).itemsize),
         "mask_seconds": meter.seconds,
         "mask_bytes": meter.bytes,

@@ -239,8 +239,11 @@ class SecAggClient(ClientSession):
                 raise ProtocolViolation("the survivor set to unmask differs from the one this client signed")
             roster = self._config.public_roster(params.roster)
             payload = survivors_payload(self.round_id, self._digest, msg.survivors)
-            valid = sum(1 for cid, sig in msg.signatures.items()
-                        if cid in msg.survivors and roster.verify(cid, sig, payload))
+            valid = 0
+            for cid, sig in msg.signatures.items():  # stop verifying once the quorum is reached
+                if valid >= params.signatures_needed:
+                    break
+                valid += cid in msg.survivors and roster.verify(cid, sig, payload)
             if valid < params.signatures_needed:
                 raise ProtocolViolation(
                     f"only {valid} valid signatures on the survivor set, {params.signatures_needed} needed"

@@ -36,7 +36,7 @@ def for_codec(codec):
     if isinstance(codec, IdList):
         return st.lists(ids, unique=True, max_size=12).map(lambda v: tuple(sorted(v)))
     if isinstance(codec, BytesMap):
-        return st.dictionaries(ids, st.binary(max_size=40), max_size=6)
+        return st.dictionaries(ids, for_codec(codec.value_codec), max_size=6)
     if isinstance(codec, Vector):
         def arrays(dt):
             elements = st.floats(width=dt.itemsize * 8, allow_nan=False, allow_infinity=False) if dt.kind == "f" else None

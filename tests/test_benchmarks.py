@@ -1,0 +1,34 @@
+"""The benchmark scripts run (small settings) and keep their JSON contract. Speed is not
+asserted here: the figures come from the full runs, written to benchmarks/results/."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_secagg_vs_flower_quick(tmp_path):
+    pytest.importorskip("flwr")
+    out = tmp_path / "secagg.json"
+    report = _load("secagg_vs_flower").main(["--clients", "12", "--params", "2000", "--num-shares", "7", "--threshold", "4",
+                                                    "--out", str(out)])
+    assert json.loads(out.read_text())["config"]["clients"] == 12
+    assert report["ours"]["exact"] is True and report["ours"]["included_match"] is True
+    assert report["ours_active"]["exact"] is True
+    assert report["flower"]["included_match"] is True
+    # Both sums agree with the plaintext sum of the survivors within their quantization.
+    assert report["ours"]["max_abs_error_vs_plaintext"] < 1e-4
+    assert report["flower"]["max_abs_error_vs_plaintext"] < 1e-3
+    for key in ("total_cpu_flower_over_ours", "bytes_up_flower_over_ours", "mask_seconds_over_aes_ctr_floor"):
+        assert report["ratios"][key] > 0
