@@ -18,7 +18,13 @@ import numpy as np
 from privagg._version import __version__
 from privagg.encoding.modular import sum_mod
 from privagg.interface import Aggregator
-from privagg.errors import AggregationAborted, ConfigurationError, EncodingOverflow, PrivaggError
+from privagg.errors import (
+    AggregationAborted,
+    ConfigurationError,
+    EncodingOverflow,
+    InsecureParameters,
+    PrivaggError,
+)
 from privagg.registry import available_modes, make_aggregator
 from privagg.simulate import client_seeds, simulate as run_simulation
 
@@ -238,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.Abort:
         click.echo("privagg: interrupted", err=True)
         return 130
-    except (ConfigurationError, EncodingOverflow) as exc:
+    except (ConfigurationError, EncodingOverflow, InsecureParameters) as exc:
         click.echo(f"privagg: error: {exc}", err=True)
         return 2
     except AggregationAborted as exc:

@@ -25,12 +25,14 @@ class ThreatModel:
 
     ``sees_server_view``: the adversary holds everything the server received (an
     honest-but-curious or colluding server); an outsider sees only the released output.
-    ``colluders``: clients whose inputs, keys and secret state the adversary also holds.
+    ``colluders``: clients whose inputs, keys and secret state the adversary also holds;
+    ``known_inputs``: those colluders' (decoded) updates, when the analysis needs them.
     """
 
     name: str
     sees_server_view: bool = True
     colluders: frozenset[int] = field(default_factory=frozenset)
+    known_inputs: Mapping[int, npt.NDArray[np.float64]] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.sees_server_view and self.colluders:
@@ -41,10 +43,16 @@ HONEST_BUT_CURIOUS = ThreatModel("honest-but-curious server")
 OUTSIDER = ThreatModel("outsider (released output only)", sees_server_view=False)
 
 
-def colluding(client_ids: Iterable[int]) -> ThreatModel:
-    """A server that also holds the inputs and secrets of ``client_ids``."""
+def colluding(client_ids: Iterable[int], inputs: Mapping[int, npt.ArrayLike] | None = None) -> ThreatModel:
+    """A server that also holds the inputs and secrets of ``client_ids`` (``inputs``: their updates)."""
     ids = frozenset(int(i) for i in client_ids)
-    return ThreatModel(f"server colluding with {len(ids)} client(s)", True, ids)
+    known = None
+    if inputs is not None:
+        missing = ids - set(inputs)
+        if missing:
+            raise ConfigurationError(f"inputs missing for colluders {sorted(missing)[:5]}")
+        known = {cid: np.asarray(inputs[cid], dtype=np.float64) for cid in ids}
+    return ThreatModel(f"server colluding with {len(ids)} client(s)", True, ids, known)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["disclose"]
 
 
-def disclose(config: SecAgg, view: ServerView, threat: ThreatModel,
-             colluder_inputs: dict[int, np.ndarray] | None = None) -> Disclosure:
+def disclose(config: SecAgg, view: ServerView, threat: ThreatModel) -> Disclosure:
     total = view.output if view.output is not None else np.zeros(0)
     released = PartialSum(view.included, total)
     if not threat.sees_server_view:
@@ -33,9 +32,11 @@ def disclose(config: SecAgg, view: ServerView, threat: ThreatModel,
                           f"only the sum of the {len(view.included)} surviving clients; masked inputs are uniform")
     honest = tuple(c for c in view.included if c not in colluders)
     summary = (f"the sum of the {len(honest)} honest survivors (the aggregate minus the "
-               f"{len(colluders)} colluders' own inputs)")
-    partial = ()
-    if colluder_inputs is not None:
-        partial = (PartialSum(honest, total - sum(colluder_inputs[c] for c in colluders)),)
-    return Disclosure(threat, {c: colluder_inputs[c] for c in colluders} if colluder_inputs else {},
-                      (released, *partial), summary)
+               f"{len(colluders)} colluders' own inputs); no honest client's individual update")
+    known = threat.known_inputs
+    if known is None:
+        return Disclosure(threat, {}, (released,), summary + " (give the colluders' inputs to compute it)")
+    # What colluders contributed is what the encoding made of their inputs.
+    own = {c: config.fixed_point.quantize(known[c]) for c in colluders}
+    honest_sum = total - np.sum([own[c] for c in sorted(colluders)], axis=0)
+    return Disclosure(threat, own, (released, PartialSum(honest, honest_sum)), summary)

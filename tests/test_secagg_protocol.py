@@ -138,3 +138,47 @@ def test_large_rounds_with_the_default_secagg_plus_graph():
     assert np.array_equal(result.encoded, encoded_sum(config, updates, result.included))
     assert result.view.messages("masked_input") == []  # not kept, only sized
     assert sum(e.size for e in result.view.entries if e.stage == "masked_input") > 90 * 8000
+
+
+def test_what_each_adversary_learns_from_a_secagg_view():
+    from privagg import HONEST_BUT_CURIOUS, OUTSIDER, colluding
+
+    config = SecAgg(neighbours="all")
+    rng = np.random.default_rng(4)
+    updates = {i: rng.uniform(-1, 1, 20) for i in range(6)}
+    result = simulate(config, updates, dropouts={5: "masked_input"})
+    for threat in (HONEST_BUT_CURIOUS, OUTSIDER):
+        seen = config.disclose(result.view, threat)
+        assert seen.individual == {}
+        assert [p.client_ids for p in seen.partial_sums] == [(0, 1, 2, 3, 4)]
+    threat = colluding([1, 2], inputs={1: updates[1], 2: updates[2]})
+    seen = config.disclose(result.view, threat)
+    assert sorted(seen.individual) == [1, 2]
+    honest = seen.partial_sums[1]
+    assert honest.client_ids == (0, 3, 4)
+    exact = updates[0] + updates[3] + updates[4]
+    assert np.max(np.abs(honest.total - exact)) <= config.encoding.max_error(5)
+    # The view alone never yields an honest client's update: the masked vector is not it.
+    masked = result.view.by_sender("masked_input")[0].vector
+    assert not np.allclose(config.encoding.decode(masked), updates[0], atol=0.01)
+
+
+def test_cli_simulate_secagg_options(capsys):
+    import json
+
+    from privagg.cli import main
+
+    code = main(["simulate", "--mode", "secagg+", "--clients", "16", "--params", "300", "--dropout", "0.25",
+                 "--dropout-stage", "masked_input", "--neighbours", "6", "--threshold", "5",
+                 "--security", "active", "--seed", "3", "--format", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["exact"] is True and report["threshold"] == 5 and report["neighbours"] == 6
+    assert len(report["included"]) == 12
+    code = main(["simulate", "--mode", "secagg", "--clients", "6", "--dropout", "0.5",
+                 "--dropout-stage", "share_keys", "--threshold", "4", "--format", "json"])
+    assert code == 1 and "below the threshold of 4" in capsys.readouterr().err
+    assert main(["simulate", "--mode", "secagg", "--neighbours", "3"]) == 2
+    assert main(["simulate", "--mode", "secagg+", "--security", "active", "--threshold", "2",
+                 "--clients", "10"]) == 2
