@@ -136,7 +136,8 @@ def _resolve_modes(spec: str) -> list[str]:
 @click.option("--round-id", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
 @click.option("--threshold", type=click.IntRange(min=1), default=None, help="Secret-sharing threshold (secagg modes).")
 @click.option("--neighbours", default=None, help="Neighbours per client: an integer, 'auto' or 'all' (secagg+).")
-@click.option("--security", type=click.Choice(["semi-honest", "active"]), default=None, help="Security level (secagg modes).")
+@click.option("--security", type=click.Choice(["semi-honest", "active"]), default=None,
+              help="Security level (secagg modes).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Any other option for the mode.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def simulate_command(mode: str, clients: int, params: int, dropout: float, dropout_stage: str | None,

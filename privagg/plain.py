@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from privagg.encoding.fixed_point import FixedPoint
-from privagg.encoding.modular import add_mod, uint_dtype
+from privagg.accumulator import RunningSum
 from privagg.encoding.structure import flatten
 from privagg.errors import AggregationAborted, ConfigurationError, ProtocolViolation
 from privagg.interface import Aggregator, ClientSession, ServerSession, ServerView
@@ -114,8 +114,7 @@ class PlainServer(ServerSession):
         super().__init__(client_ids, round_id)
         self._config = config
         config.fixed_point.check_capacity(len(self.client_ids))
-        self._bits = config.fixed_point.bits
-        self._total: np.ndarray | None = None
+        self._sum = RunningSum(config.fixed_point.bits)
         self._enter(STAGE_COLLECT, {cid: PlainRequest(self.round_id, SERVER_ID, cid) for cid in self.client_ids})
 
     def _expected(self, stage: str) -> type[Message]:
@@ -123,27 +122,15 @@ class PlainServer(ServerSession):
 
     def _accept(self, client_id: int, message: Message) -> None:
         assert isinstance(message, PlainUpdate)
-        vec = message.vector
-        if vec.dtype != uint_dtype(self._bits):
-            raise ProtocolViolation(f"client {client_id} sent {vec.dtype} values; {self._bits}-bit rounds use {uint_dtype(self._bits)}")
-        if self._total is not None and vec.shape != self._total.shape:
-            raise ProtocolViolation(
-                f"client {client_id} sent {vec.shape[0]} values, the others {self._total.shape[0]}"
-            )
-        if self._bits not in (32, 64) and vec.size and int(vec.max()) >> self._bits:
-            raise ProtocolViolation(f"client {client_id} sent values outside [0, 2^{self._bits})")
-        if self._total is None:
-            self._total = vec.copy()
-        else:
-            add_mod(self._total, vec, self._bits)
+        self._sum.add(client_id, message.vector)
 
     def _advance(self, answers: dict[int, Message]) -> None:
-        if len(answers) < self._config.min_clients or self._total is None:
+        if len(answers) < self._config.min_clients or self._sum.total is None:
             raise AggregationAborted(
                 f"only {len(answers)} of {len(self.client_ids)} clients sent an update; "
                 f"at least {self._config.min_clients} needed", answers.keys())
         fp = self._config.fixed_point
-        self._finish(fp.decode(self._total, clients=len(answers)), answers.keys(), encoded=self._total)
+        self._finish(fp.decode(self._sum.total, clients=len(answers)), answers.keys(), encoded=self._sum.total)
 
 
 def make_plain(**options: Any) -> Plain:

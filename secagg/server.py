@@ -14,9 +14,9 @@ import secrets
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import numpy as np
 
-from privagg.encoding.modular import add_mod, sub_mod, uint_dtype
+from privagg.accumulator import RunningSum
+from privagg.encoding.modular import add_mod, sub_mod
 from privagg.errors import AggregationAborted, ProtocolViolation
 from privagg.interface import ServerSession
 from privagg.messages import SERVER_ID, Message
@@ -65,7 +65,7 @@ class SecAggServer(ServerSession):
         self.graph = neighbour_graph(self.client_ids, self.params.neighbours, self.graph_seed)
         self._keys: dict[int, bytes] = {}
         self._shares: dict[int, dict[int, bytes]] = {}
-        self._total: np.ndarray | None = None
+        self._sum = RunningSum(self._bits)
         self._u2: frozenset[int] = frozenset()
         self._u3: tuple[int, ...] = ()
         self._signatures: dict[int, bytes] = {}
@@ -101,17 +101,7 @@ class SecAggServer(ServerSession):
             if any(len(c) != SHARE_CIPHERTEXT_BYTES for c in message.shares.values()):
                 raise ProtocolViolation(f"client {client_id} sent a share ciphertext of the wrong length")
         elif isinstance(message, MaskedInput):
-            vec = message.vector
-            if vec.dtype != uint_dtype(self._bits):
-                raise ProtocolViolation(f"client {client_id} sent {vec.dtype} values in a {self._bits}-bit round")
-            if self._total is not None and vec.shape != self._total.shape:
-                raise ProtocolViolation(f"client {client_id} sent {vec.shape[0]} values, the others {self._total.shape[0]}")
-            if self._bits not in (32, 64) and vec.size and int(vec.max()) >> self._bits:
-                raise ProtocolViolation(f"client {client_id} sent values outside [0, 2^{self._bits})")
-            if self._total is None:
-                self._total = vec.copy()
-            else:
-                add_mod(self._total, vec, self._bits)
+            self._sum.add(client_id, message.vector)
         elif isinstance(message, UnmaskShares):
             holders = (self.graph[client_id] & self._u2) | {client_id}
             want_seeds = holders & set(self._u3)
@@ -139,17 +129,10 @@ class SecAggServer(ServerSession):
             assert isinstance(msg, AdvertiseKeys)
             self._keys[cid] = msg.cipher_pk + msg.mask_pk + msg.signature
         self._u1 = frozenset(answers)
-        outbox, starved = {}, []
-        for cid in sorted(answers):
-            members = (self.graph[cid] & self._u1) | {cid}
-            if len(members) < self.params.threshold:
-                starved.append(cid)  # too few live neighbours to share its secrets
-                continue
-            outbox[cid] = KeysBroadcast(self.round_id, SERVER_ID, cid, {m: self._keys[m] for m in members})
-        self._enter(SHARE, outbox)
-        for cid in starved:
-            self._exclude(cid)
-        self._require(len(outbox), "clients with enough live neighbours", outbox)
+        self._enter_live(SHARE, {
+            cid: KeysBroadcast(self.round_id, SERVER_ID, cid, {m: self._keys[m] for m in members})
+            for cid in sorted(answers) for members in [(self.graph[cid] & self._u1) | {cid}]
+            if len(members) >= self.params.threshold}, answers, "clients with enough live neighbours")
 
     def _after_share(self, answers: dict[int, Message]) -> None:
         self._require(len(answers), "clients shared their keys", answers)
@@ -160,16 +143,18 @@ class SecAggServer(ServerSession):
             for recipient, ciphertext in msg.shares.items():
                 if recipient in inbox:
                     inbox[recipient][sender] = ciphertext
-        outbox, starved = {}, []
-        for cid in sorted(answers):
-            if len(inbox[cid]) + 1 < self.params.threshold:
-                starved.append(cid)
-                continue
-            outbox[cid] = MaskedInputRequest(self.round_id, SERVER_ID, cid, inbox[cid])
-        self._enter(MASKED, outbox)
-        for cid in starved:
+        self._enter_live(MASKED, {
+            cid: MaskedInputRequest(self.round_id, SERVER_ID, cid, inbox[cid])
+            for cid in sorted(answers) if len(inbox[cid]) + 1 >= self.params.threshold
+        }, answers, "clients with enough live share holders")
+
+    def _enter_live(self, stage: str, outbox: dict[int, Message], answered: Iterable[int], what: str) -> None:
+        """Enter ``stage``; clients that answered but get no message (too few live neighbours to
+        rebuild their secrets) are dropped now rather than awaited."""
+        self._enter(stage, outbox)
+        for cid in sorted(set(answered) - set(outbox)):
             self._exclude(cid)
-        self._require(len(outbox), "clients with enough live share holders", outbox)
+        self._require(len(outbox), what, outbox)
 
     def _after_masked(self, answers: dict[int, Message]) -> None:
         self._require(len(answers), "clients sent masked inputs", answers)
@@ -202,8 +187,9 @@ class SecAggServer(ServerSession):
                 seed_shares[owner][x] = share_from_bytes(data)
             for owner, data in msg.key_shares.items():
                 key_shares[owner][x] = share_from_bytes(data)
-        assert self._total is not None
-        total, bits, length = self._total, self._bits, self._total.shape[0]
+        total = self._sum.total
+        assert total is not None
+        bits, length = self._bits, total.shape[0]
         for owner in sorted(seed_shares):
             seed = self._rebuild(owner, seed_shares[owner], t, "self-mask seed")
             sub_mod(total, expand_mask(seed, length, bits), bits)

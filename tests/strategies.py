@@ -39,7 +39,9 @@ def for_codec(codec):
         return st.dictionaries(ids, for_codec(codec.value_codec), max_size=6)
     if isinstance(codec, Vector):
         def arrays(dt):
-            elements = st.floats(width=dt.itemsize * 8, allow_nan=False, allow_infinity=False) if dt.kind == "f" else None
+            elements = None
+            if dt.kind == "f":
+                elements = st.floats(width=dt.itemsize * 8, allow_nan=False, allow_infinity=False)
             return hnp.arrays(dt, st.integers(0, min(codec.max_len, 64)), elements=elements)
         return st.sampled_from(codec.dtypes).flatmap(arrays)
     raise NotImplementedError(f"no strategy for {type(codec).__name__}: add one here")

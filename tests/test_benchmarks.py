@@ -21,8 +21,9 @@ def _load(name):
 def test_secagg_vs_flower_quick(tmp_path):
     pytest.importorskip("flwr")
     out = tmp_path / "secagg.json"
-    report = _load("secagg_vs_flower").main(["--clients", "12", "--params", "2000", "--num-shares", "7", "--threshold", "4",
-                                                    "--out", str(out)])
+    bench = _load("secagg_vs_flower")
+    report = bench.main(["--clients", "12", "--params", "2000", "--num-shares", "7", "--threshold", "4",
+                         "--out", str(out)])
     assert json.loads(out.read_text())["config"]["clients"] == 12
     assert report["ours"]["exact"] is True and report["ours"]["included_match"] is True
     assert report["ours_active"]["exact"] is True

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from privagg import ConfigurationError, MalformedMessage, Plain, ProtocolViolation
+from privagg import ConfigurationError, MalformedMessage, ProtocolViolation
 from privagg.messages import (
     SERVER_ID,
     Bytes,

@@ -44,7 +44,8 @@ def test_privagg_does_not_import_the_mode_packages():
     import sys
 
     code = ("import sys, privagg, privagg.cli; "
-            "print(sorted(m for m in ('secagg', 'he', 'dp', 'attacks', 'torch', 'tenseal', 'flwr') if m in sys.modules))")
+            "print(sorted(m for m in ('secagg', 'he', 'dp', 'attacks', 'torch', 'tenseal', 'flwr')"
+            " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert privagg.__version__ == "0.1.0"

@@ -14,7 +14,7 @@ from privagg import AggregationAborted, MalformedMessage, ProtocolViolation, sim
 from privagg.messages import SERVER_ID, Message
 from secagg import SecAgg
 from secagg import keys as kx
-from secagg.messages import ConsistencyRequest, KeysBroadcast, MaskedInputRequest, UnmaskRequest
+from secagg.messages import ConsistencyRequest, UnmaskRequest
 from secagg.shamir import reconstruct_secret, share_to_bytes
 
 
@@ -145,7 +145,7 @@ def test_the_forged_dropout_attack_succeeds_against_semi_honest_secagg():
         reply = r.clients[cid].respond(UnmaskRequest(3, SERVER_ID, cid, without_1, {}).to_bytes())
         key_shares[params.x_coordinate(cid)] = int.from_bytes(reply.key_shares[1], "big")
     from secagg.prg import expand_mask
-    from privagg.encoding import add_mod, sub_mod
+    from privagg.encoding import sub_mod
 
     y = masked[1].copy()
     sub_mod(y, expand_mask(reconstruct_secret(seed_shares, 4), y.shape[0], 32), 32)

@@ -109,7 +109,8 @@ def test_dropping_before_sharing_keys_is_survived(stage):
 @pytest.mark.parametrize("neighbours", [3, 4, 5, 6, 7])
 def test_even_and_odd_share_counts(neighbours):
     """Flower 1.42 crashes on an even share count; k neighbours give k + 1 shares here."""
-    config = SecAgg(neighbours=neighbours)
+    # Threshold k - 1: two dropouts can never leave a neighbourhood short of share holders.
+    config = SecAgg(neighbours=neighbours, threshold=neighbours - 1)
     assert (config.parameters(range(20)).neighbours + 1) % 2 == (neighbours + 1) % 2
     updates = {i: np.random.default_rng(i).uniform(-1, 1, 30) for i in range(20)}
     result = simulate(config, updates, dropouts={2: "masked_input", 5: "masked_input"})
@@ -168,14 +169,15 @@ def test_cli_simulate_secagg_options(capsys):
 
     from privagg.cli import main
 
-    code = main(["simulate", "--mode", "secagg+", "--clients", "16", "--params", "300", "--dropout", "0.25",
+    # Two dropouts leave every 7-member neighbourhood at least 5 share holders: never an abort.
+    code = main(["simulate", "--mode", "secagg+", "--clients", "16", "--params", "300", "--dropout", "0.125",
                  "--dropout-stage", "masked_input", "--neighbours", "6", "--threshold", "5",
                  "--security", "active", "--seed", "3", "--format", "json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     report = json.loads(out)
     assert report["exact"] is True and report["threshold"] == 5 and report["neighbours"] == 6
-    assert len(report["included"]) == 12
+    assert len(report["included"]) == 14
     code = main(["simulate", "--mode", "secagg", "--clients", "6", "--dropout", "0.5",
                  "--dropout-stage", "share_keys", "--threshold", "4", "--format", "json"])
     assert code == 1 and "below the threshold of 4" in capsys.readouterr().err
