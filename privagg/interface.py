@@ -38,7 +38,7 @@ from privagg.messages.codec import IdList, Reader, Text, Vector, Writer
 from privagg.threats import Disclosure, ThreatModel
 
 __all__ = [
-    "FINISHED", "ABORTED", "Aggregator", "ClientSession", "ServerSession", "ServerView",
+    "FINISHED", "ABORTED", "Aggregator", "ClientSession", "ServerSession", "WrappedServerSession", "ServerView",
     "ViewEntry", "AggregationResult", "Traffic", "check_client_ids",
 ]
 
@@ -394,6 +394,80 @@ class ServerSession(ABC):
                 f"clients={len(self.client_ids)}, active={len(self._active)})")
 
 
+class WrappedServerSession(ServerSession):
+    """A server session that runs another session's protocol unchanged and transforms its
+    result once (e.g. adding central DP noise, or decoding a mechanism's integer domain).
+
+    Everything the transport sees (stages, messages, the view) is the inner session's.
+    """
+
+    def __init__(self, inner: ServerSession) -> None:
+        # Deliberately no super().__init__: all state lives in the inner session.
+        self.inner = inner
+        self._transformed: AggregationResult | None = None
+
+    @property
+    def client_ids(self) -> tuple[int, ...]:  # type: ignore[override]
+        return self.inner.client_ids
+
+    @property
+    def round_id(self) -> int:  # type: ignore[override]
+        return self.inner.round_id
+
+    @property
+    def view(self) -> ServerView:  # type: ignore[override]
+        return self.inner.view
+
+    @property
+    def stage(self) -> str:
+        return self.inner.stage
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished
+
+    @property
+    def active(self) -> frozenset[int]:
+        return self.inner.active
+
+    @property
+    def waiting_for(self) -> frozenset[int]:
+        return self.inner.waiting_for
+
+    @property
+    def dropped(self) -> dict[int, str]:
+        return self.inner.dropped
+
+    def messages_to_send(self) -> dict[int, Message]:
+        return self.inner.messages_to_send()
+
+    def receive(self, client_id: int, data: bytes | Message) -> None:
+        self.inner.receive(client_id, data)
+
+    def deadline_passed(self) -> None:
+        self.inner.deadline_passed()
+        if self.inner.finished and self._transformed is None and self.inner.stage == FINISHED:
+            self._transformed = self._transform_result(self.inner.result())
+
+    def result(self) -> AggregationResult:
+        if self._transformed is None:
+            return self.inner.result()  # raises the abort, or "still in stage ..."
+        return self._transformed
+
+    @abstractmethod
+    def _transform_result(self, result: AggregationResult) -> AggregationResult:
+        """Called once, when the inner round finishes."""
+
+    def _expected(self, stage: str) -> type[Message] | tuple[type[Message], ...]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _advance(self, answers: dict[int, Message]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+
 class Aggregator(ABC):
     """A configuration object for one aggregation mode; it makes client and server sessions.
 
@@ -426,3 +500,8 @@ class Aggregator(ABC):
     @abstractmethod
     def disclose(self, view: ServerView, threat: ThreatModel) -> Disclosure:
         """What ``threat`` can compute in plaintext from ``view`` (the contract attacks rely on)."""
+
+    def with_encoding(self, encoding: FixedPoint) -> Aggregator:
+        """The same aggregator with another fixed-point encoding (used by DP mechanisms that
+        hand integers to the protocol). Modes without an integer encoding refuse."""
+        raise ConfigurationError(f"mode {self.mode!r} does not sum fixed-point integers")

@@ -9,7 +9,7 @@ exactly what the other modes exist to prevent.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,9 @@ class Plain(Aggregator):
     @property
     def encoding(self) -> FixedPoint:
         return self.fixed_point
+
+    def with_encoding(self, encoding: FixedPoint) -> Plain:
+        return replace(self, fixed_point=encoding)
 
     def client(self, client_id: int, update: Any, *, round_id: int = 0, seed: int | None = None) -> PlainClient:
         return PlainClient(self, client_id, update, round_id, seed)

@@ -9,7 +9,7 @@ consistency-check round, against a server that deviates from the protocol.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -109,6 +109,10 @@ class SecAgg(Aggregator):
     @property
     def encoding(self) -> FixedPoint:
         return self.fixed_point
+
+    def with_encoding(self, encoding: FixedPoint) -> SecAgg:
+        return replace(self, modulus_bits=encoding.bits, clip=encoding.clip, scale=encoding.scale,
+                       max_clients=encoding.max_clients, rounding=encoding.rounding)
 
     def parameters(self, roster: Iterable[int]) -> RoundParameters:
         """Neighbour count, threshold and signature quorum for a round over ``roster``."""
