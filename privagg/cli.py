@@ -219,6 +219,64 @@ def bench_command(mode: str, clients: int, params: int, dropout: float, threshol
     _console().print(table)
 
 
+@cli.group("dp")
+def dp_group() -> None:
+    """Differential-privacy accounting: epsilon of a training run, noise for a target epsilon."""
+
+
+def _accounting_options(fn: Any) -> Any:
+    for option in reversed([
+        click.option("--sampling-rate", type=float, required=True, help="Poisson sampling rate q, in (0, 1]."),
+        click.option("--steps", type=int, required=True, help="Number of (sampled) rounds T."),
+        click.option("--delta", type=float, required=True, help="Target delta, in (0, 1)."),
+        click.option("--accountant", type=click.Choice(["rdp", "pld"]), default="rdp", show_default=True),
+        click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _echo_result(result: dict[str, Any], fmt: str, title: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    _console().print(table)
+
+
+@dp_group.command("epsilon")
+@click.option("--noise-multiplier", type=float, required=True, help="Noise standard deviation / L2 sensitivity.")
+@_accounting_options
+def dp_epsilon_command(noise_multiplier: float, sampling_rate: float, steps: int, delta: float, accountant: str,
+                       fmt: str) -> None:
+    """Epsilon spent by STEPS Poisson-sampled Gaussian mechanisms."""
+    from dp.calibration import epsilon_and_order  # lazy: privagg never imports dp eagerly
+
+    eps, order = epsilon_and_order(sampling_rate=sampling_rate, noise_multiplier=noise_multiplier, steps=steps,
+                                   delta=delta, accountant=accountant)
+    _echo_result({"epsilon": eps, "accountant": accountant, "order": order}, fmt, "privagg dp epsilon")
+
+
+@dp_group.command("calibrate")
+@click.option("--target-epsilon", type=float, required=True)
+@_accounting_options
+def dp_calibrate_command(target_epsilon: float, sampling_rate: float, steps: int, delta: float, accountant: str,
+                         fmt: str) -> None:
+    """The smallest noise multiplier whose epsilon is at most TARGET_EPSILON."""
+    from dp.calibration import calibrate, epsilon
+
+    sigma = calibrate(target_epsilon=target_epsilon, sampling_rate=sampling_rate, steps=steps, delta=delta,
+                      accountant=accountant)
+    eps = epsilon(sampling_rate=sampling_rate, noise_multiplier=sigma, steps=steps, delta=delta, accountant=accountant)
+    _echo_result({"noise_multiplier": sigma, "epsilon": eps, "accountant": accountant}, fmt, "privagg dp calibrate")
+
+
 def _print_table(reports: list[dict[str, Any]]) -> None:
     from rich.table import Table
 

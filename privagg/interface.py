@@ -405,6 +405,7 @@ class WrappedServerSession(ServerSession):
         # Deliberately no super().__init__: all state lives in the inner session.
         self.inner = inner
         self._transformed: AggregationResult | None = None
+        self._wrapped_abort: AggregationAborted | None = None
 
     @property
     def client_ids(self) -> tuple[int, ...]:  # type: ignore[override]
@@ -420,7 +421,7 @@ class WrappedServerSession(ServerSession):
 
     @property
     def stage(self) -> str:
-        return self.inner.stage
+        return ABORTED if self._wrapped_abort is not None else self.inner.stage
 
     @property
     def finished(self) -> bool:
@@ -446,10 +447,16 @@ class WrappedServerSession(ServerSession):
 
     def deadline_passed(self) -> None:
         self.inner.deadline_passed()
-        if self.inner.finished and self._transformed is None and self.inner.stage == FINISHED:
-            self._transformed = self._transform_result(self.inner.result())
+        if self.inner.stage == FINISHED and self._transformed is None and self._wrapped_abort is None:
+            try:
+                self._transformed = self._transform_result(self.inner.result())
+            except AggregationAborted as exc:
+                self._wrapped_abort = exc
+                raise
 
     def result(self) -> AggregationResult:
+        if self._wrapped_abort is not None:
+            raise self._wrapped_abort
         if self._transformed is None:
             return self.inner.result()  # raises the abort, or "still in stage ..."
         return self._transformed

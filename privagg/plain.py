@@ -20,7 +20,7 @@ from privagg.encoding.structure import flatten
 from privagg.errors import AggregationAborted, ConfigurationError, ProtocolViolation
 from privagg.interface import Aggregator, ClientSession, ServerSession, ServerView
 from privagg.messages.base import SERVER_ID, Message, message_type, wire
-from privagg.messages.codec import Vector
+from privagg.messages.codec import PackedVector
 from privagg.threats import Disclosure, PartialSum, ThreatModel
 
 __all__ = ["Plain", "PlainRequest", "PlainUpdate", "make_plain"]
@@ -39,7 +39,7 @@ class PlainRequest(Message):
 class PlainUpdate(Message):
     """Client to server: the encoded update, in the clear."""
 
-    vector: np.ndarray = wire(Vector(("uint32", "uint64")))
+    vector: np.ndarray = wire(PackedVector(("uint32", "uint64")))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privagg.messages import U64, Bool, Bytes, BytesMap, IdList, Message, Text, Vector, message_type, wire
+from privagg.messages import U64, Bool, Bytes, BytesMap, IdList, Message, PackedVector, Text, message_type, wire
 from secagg.identity import SIGNATURE_BYTES
 from secagg.keys import KEY_BYTES, NONCE_BYTES, TAG_BYTES
 from secagg.shamir import SHARE_BYTES
@@ -80,7 +80,7 @@ class MaskedInputRequest(Message):
 class MaskedInput(Message):
     """Client -> server: y = x + PRG(b) + sum of +-PRG(s_uv) mod 2^bits."""
 
-    vector: np.ndarray = wire(Vector(("uint32", "uint64")))
+    vector: np.ndarray = wire(PackedVector(("uint32", "uint64")))
 
 
 @message_type(0x0107, "secagg.consistency_request")

@@ -92,14 +92,14 @@ def test_random_bodies_behind_a_valid_header_are_malformed_or_valid(body):
 
 
 def test_forged_lengths_do_not_allocate():
-    head = struct.pack("<4sBHQQQI", b"PAGG", 1, PlainUpdate.TYPE_ID, 1, 2, SERVER_ID, 9)
-    body = bytes([3]) + struct.pack("<Q", 2**62)  # claims 2^62 uint32 values
+    head = struct.pack("<4sBHQQQI", b"PAGG", 1, PlainUpdate.TYPE_ID, 1, 2, SERVER_ID, 10)
+    body = bytes([3]) + struct.pack("<Q", 2**62) + bytes([32])  # claims 2^62 32-bit values
     with pytest.raises(MalformedMessage, match="above the limit|only"):
         parse_message(_with_valid_crc(head + body + b"\0\0\0\0"))
 
 
 def test_oversized_messages_are_refused_before_parsing():
-    raw = PlainUpdate(0, 1, SERVER_ID, np.zeros(1000, np.uint32)).to_bytes()
+    raw = PlainUpdate(0, 1, SERVER_ID, np.full(1000, 2**31, np.uint32)).to_bytes()
     with pytest.raises(MalformedMessage, match="exceeds"):
         parse_message(raw, max_size=100)
 
@@ -176,3 +176,45 @@ def test_type_ids_cannot_collide_and_fields_need_codecs():
 def test_vector_codec_refuses_dtypes_it_was_not_declared_with():
     with pytest.raises(ConfigurationError):
         Vector(("complex128",))
+
+
+@given(st.sampled_from([np.uint32, np.uint64]), st.integers(0, 64), st.integers(0, 3000), st.integers(0, 2**32))
+def test_packed_vectors_round_trip_at_every_width(dtype, bits, n, seed):
+    from privagg.messages import PackedVector, Reader, Writer
+
+    bits = min(bits, np.dtype(dtype).itemsize * 8)
+    values = np.random.default_rng(seed).integers(0, 2**bits, n, dtype=np.uint64, endpoint=False) if bits else \
+        np.zeros(n, np.uint64)
+    values = values.astype(dtype)
+    w = Writer()
+    PackedVector().write(w, values)
+    raw = w.getvalue()
+    width = int(values.max()).bit_length() if n else 0
+    assert len(raw) == 1 + 8 + 1 + (n * width + 7) // 8
+    out = PackedVector().read(Reader(raw), "v")
+    assert out.dtype == values.dtype and np.array_equal(out, values)
+
+
+def test_packed_vectors_refuse_non_canonical_forms():
+    from privagg.messages import PackedVector, Reader
+
+    def packed(code, n, width, payload):
+        return bytes([code]) + struct.pack("<Q", n) + bytes([width]) + payload
+
+    with pytest.raises(MalformedMessage, match="canonical"):  # width 8 but every value fits in 1 bit
+        PackedVector().read(Reader(packed(3, 2, 8, b"\x01\x00")), "v")
+    with pytest.raises(MalformedMessage, match="padding"):
+        PackedVector().read(Reader(packed(3, 3, 1, b"\xff")), "v")
+    with pytest.raises(MalformedMessage, match="33-bit values in a 32-bit"):
+        PackedVector().read(Reader(packed(3, 1, 33, b"\x00" * 5)), "v")
+    with pytest.raises(MalformedMessage, match="above the limit"):  # 2^40 zeros from no payload
+        PackedVector().read(Reader(packed(3, 2**40, 0, b"")), "v")
+
+
+def test_narrow_moduli_cost_fewer_bytes_on_the_wire():
+    from privagg import FixedPoint, Plain, simulate
+
+    update = np.random.default_rng(0).uniform(-1, 1, 10_000)
+    sizes = {bits: simulate(Plain(FixedPoint(bits=bits, max_clients=4)), [update] * 2).traffic.bytes_up
+             for bits in (16, 24, 32)}
+    assert sizes[16] < 2 * (2 * 10_000 + 100) and sizes[24] < 2 * (3 * 10_000 + 100) < sizes[32]

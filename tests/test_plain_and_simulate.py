@@ -63,7 +63,7 @@ def test_result_view_and_traffic():
     assert np.allclose(result.mean, result.aggregate / 4)
     assert result.traffic.messages_down == 5 and result.traffic.messages_up == 4
     assert result.traffic.bytes_up == result.view.bytes_received
-    assert result.traffic.bytes_up == 4 * len(PlainUpdate(0, 0, SERVER_ID, np.zeros(4, np.uint32)).to_bytes())
+    assert result.traffic.bytes_up == sum(len(m.to_bytes()) for m in result.view.messages())
     senders = [e.sender for e in result.view.entries]
     assert senders == [0, 1, 2, 4]
     assert all(e.stage == STAGE for e in result.view.entries)

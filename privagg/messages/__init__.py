@@ -22,6 +22,7 @@ from privagg.messages.codec import (
     BytesMap,
     FieldCodec,
     IdList,
+    PackedVector,
     Reader,
     Text,
     Vector,
@@ -31,5 +32,5 @@ from privagg.messages.codec import (
 __all__ = [
     "MAGIC", "MAX_MESSAGE_BYTES", "SERVER_ID", "WIRE_VERSION", "Message", "check_envelope",
     "message_type", "message_types", "parse_expected", "parse_message", "wire", "F64", "MAX_ID",
-    "U64", "Bool", "Bytes", "BytesMap", "FieldCodec", "IdList", "Reader", "Text", "Vector", "Writer",
+    "U64", "Bool", "Bytes", "BytesMap", "FieldCodec", "IdList", "PackedVector", "Reader", "Text", "Vector", "Writer",
 ]

@@ -20,7 +20,7 @@ from privagg.errors import ConfigurationError, MalformedMessage
 
 __all__ = [
     "Reader", "Writer", "FieldCodec", "U64", "F64", "Bool", "Bytes", "Text", "IdList",
-    "Vector", "BytesMap", "MAX_ID", "VECTOR_DTYPES",
+    "Vector", "PackedVector", "BytesMap", "MAX_ID", "VECTOR_DTYPES",
 ]
 
 MAX_ID = 2**64 - 1
@@ -41,6 +41,9 @@ VECTOR_DTYPES: dict[int, np.dtype] = {
     6: np.dtype("<f8"),
 }
 _DTYPE_CODES = {dt.newbyteorder("="): code for code, dt in VECTOR_DTYPES.items()}
+#: A packed vector never decodes to more than an unpacked one could occupy in a message.
+_MAX_DECODED = 1 << 30
+_CHUNK_VALUES = 1 << 13  # x8: 65,536 values unpacked at a time
 
 
 class Reader:
@@ -329,6 +332,71 @@ class Vector(FieldCodec):
 
     def describe(self, value: np.ndarray) -> str:
         return f"<{value.dtype} vector of {value.shape[0]}>"
+
+
+class PackedVector(Vector):
+    """An unsigned vector sent with only as many bits per value as its largest value needs.
+
+    Residues modulo ``2**bits`` with ``bits`` below the dtype's width (say a 20-bit secure
+    aggregation round in ``uint32``) then cost ``bits / 8`` bytes each instead of 4. The width
+    is the bit length of the maximum, so the encoding is canonical; values are packed
+    little-endian, bit by bit, and the padding bits of the last byte must be zero.
+    """
+
+    def __init__(self, dtypes: Sequence[str] = ("uint32", "uint64"), max_len: int = 1 << 31) -> None:
+        super().__init__(dtypes, max_len)
+        if any(dt.kind != "u" for dt in self.dtypes):
+            raise ConfigurationError("packed vectors hold unsigned integers")
+
+    def write(self, w: Writer, value: np.ndarray) -> None:
+        code = _DTYPE_CODES[value.dtype.newbyteorder("=")]
+        dt = VECTOR_DTYPES[code]
+        data = np.ascontiguousarray(value, dtype=dt)
+        full = dt.itemsize * 8
+        width = int(data.max()).bit_length() if data.size else 0
+        w.u8(code)
+        w.u64(data.shape[0])
+        w.u8(width)
+        if width == full:
+            w.raw(memoryview(data).cast("B"))
+        elif width:
+            bits = np.unpackbits(data.view(np.uint8).reshape(-1, dt.itemsize), axis=1, bitorder="little")
+            w.raw(np.packbits(bits[:, :width], bitorder="little").tobytes())
+
+    def read(self, r: Reader, name: str) -> np.ndarray:
+        code = r.u8()
+        dt = VECTOR_DTYPES.get(code)
+        if dt is None or dt.newbyteorder("=") not in self.dtypes:
+            raise MalformedMessage(f"{name} has unexpected element type code {code}")
+        n = r.u64()
+        width = r.u8()
+        full = dt.itemsize * 8
+        if n > self.max_len or n * dt.itemsize > _MAX_DECODED:
+            raise MalformedMessage(f"{name} declares {n} values, above the limit")
+        if width > full or (n == 0 and width):
+            raise MalformedMessage(f"{name} declares {width}-bit values in a {full}-bit type")
+        nbytes = (n * width + 7) // 8
+        if nbytes > r.remaining:
+            raise MalformedMessage(f"truncated: {name} declares {n} values, only {r.remaining} bytes left")
+        raw = np.frombuffer(r.take(nbytes), dtype=np.uint8)
+        if width == full:
+            arr = raw.view(dt).astype(dt.newbyteorder("="), copy=True)
+        else:
+            arr = np.zeros(n, dtype=dt.newbyteorder("="))
+            # Unpack in chunks of whole bytes and values, so temporaries stay small.
+            step = 8 * _CHUNK_VALUES
+            for start in range(0, n, step):
+                count = min(step, n - start)
+                lo, hi = start * width // 8, (start * width + count * width + 7) // 8
+                bits = np.unpackbits(raw[lo:hi], bitorder="little")[: count * width]
+                grid = np.zeros((count, full), dtype=np.uint8)
+                grid[:, :width] = bits.reshape(count, width)
+                arr[start : start + count] = np.packbits(grid, axis=1, bitorder="little").view(dt).reshape(count)
+            if width and n * width % 8 and raw[-1] >> (n * width % 8):
+                raise MalformedMessage(f"{name} has non-zero padding bits")
+        if n and int(arr.max()).bit_length() != width:
+            raise MalformedMessage(f"{name} is not canonically packed (width {width})")
+        return arr
 
 
 class BytesMap(FieldCodec):
