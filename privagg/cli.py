@@ -51,9 +51,10 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
-def build_aggregator(mode: str, options: dict[str, Any], dropout_stage: str | None = None) -> Aggregator:
+def build_aggregator(mode: str, options: dict[str, Any], dropout_stage: str | None = None,
+                     hints: dict[str, Any] | None = None) -> Aggregator:
     """The aggregator of ``mode``, checked against ``--dropout-stage`` before anything runs."""
-    aggregator = make_aggregator(mode, **options)
+    aggregator = make_aggregator(mode, hints=hints, **options)
     if dropout_stage is not None and dropout_stage not in aggregator.stages:
         raise ConfigurationError(
             f"unknown --dropout-stage {dropout_stage!r} for mode {mode!r}; stages: {list(aggregator.stages)}"
@@ -67,7 +68,8 @@ def simulate_report(mode: str, aggregator: Aggregator, *, clients: int, params: 
     """Run one simulated round and return the JSON contract of ``privagg simulate``."""
     stages = aggregator.stages
     rng = np.random.default_rng(seed)
-    clip = aggregator.encoding.clip if aggregator.encoding is not None else 1.0
+    # Inputs inside the encoding's range (and no wider than [-1, 1]: DP modes clip by norm).
+    clip = min(1.0, aggregator.encoding.clip) if aggregator.encoding is not None else 1.0
     updates = rng.uniform(-clip, clip, size=(clients, params)).astype(np.float32)
     n_drop = int(round(dropout * clients))
     dropped_ids = sorted(int(i) for i in rng.choice(clients, size=n_drop, replace=False))
@@ -150,7 +152,8 @@ def simulate_command(mode: str, clients: int, params: int, dropout: float, dropo
              if neighbours is not None else None, "security": security}
     opts.update({k: v for k, v in named.items() if v is not None})
     # Build every aggregator first, so a bad option fails before any round starts.
-    aggregators = {name: build_aggregator(name, opts, dropout_stage) for name in names}
+    hints = {"clients": clients, "dimension": params}
+    aggregators = {name: build_aggregator(name, dict(opts), dropout_stage, hints) for name in names}
     common: dict[str, Any] = dict(clients=clients, params=params, dropout=dropout, seed=seed,
                                   dropout_stage=dropout_stage, round_id=round_id)
     reports = []

@@ -508,6 +508,11 @@ class Aggregator(ABC):
     def disclose(self, view: ServerView, threat: ThreatModel) -> Disclosure:
         """What ``threat`` can compute in plaintext from ``view`` (the contract attacks rely on)."""
 
+    def min_included(self, clients: int) -> int:
+        """The fewest clients whose sum a round among ``clients`` may ever release (a round
+        with fewer survivors aborts). DP mechanisms calibrate distributed noise to it."""
+        return 1
+
     def with_encoding(self, encoding: FixedPoint) -> Aggregator:
         """The same aggregator with another fixed-point encoding (used by DP mechanisms that
         hand integers to the protocol). Modes without an integer encoding refuse."""

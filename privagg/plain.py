@@ -68,6 +68,9 @@ class Plain(Aggregator):
     def encoding(self) -> FixedPoint:
         return self.fixed_point
 
+    def min_included(self, clients: int) -> int:
+        return self.min_clients
+
     def with_encoding(self, encoding: FixedPoint) -> Plain:
         return replace(self, fixed_point=encoding)
 

@@ -10,6 +10,7 @@ A factory takes keyword options and returns an :class:`~privagg.interface.Aggreg
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -78,9 +79,23 @@ def mode_info(name: str) -> ModeInfo:
     return modes[name]
 
 
-def make_aggregator(name: str, **options: Any) -> Aggregator:
-    """Build the aggregator registered as ``name`` with ``options``."""
+def make_aggregator(name: str, *, hints: dict[str, Any] | None = None, **options: Any) -> Aggregator:
+    """Build the aggregator registered as ``name`` with ``options``.
+
+    ``hints`` are facts about the round a driver knows (``clients``: how many, ``dimension``:
+    the update's length); each is passed only to factories that declare a parameter of that
+    name and only when ``options`` does not set it. Modes whose configuration depends on the
+    round (distributed DP noise is calibrated to the number of clients) use them.
+    """
     factory = mode_info(name).load()
+    if hints:
+        try:
+            accepted = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            accepted = {}
+        for key, value in hints.items():
+            if key in accepted and key not in options:
+                options[key] = value
     try:
         aggregator = factory(**options)
     except TypeError as exc:

@@ -110,6 +110,9 @@ class SecAgg(Aggregator):
     def encoding(self) -> FixedPoint:
         return self.fixed_point
 
+    def min_included(self, clients: int) -> int:
+        return self.parameters(range(clients)).threshold
+
     def with_encoding(self, encoding: FixedPoint) -> SecAgg:
         return replace(self, modulus_bits=encoding.bits, clip=encoding.clip, scale=encoding.scale,
                        max_clients=encoding.max_clients, rounding=encoding.rounding)
