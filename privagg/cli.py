@@ -287,10 +287,16 @@ def _print_table(reports: list[dict[str, Any]]) -> None:
     for column in ("mode", "clients", "params", "included", "dropped", "exact", "max_abs_error",
                    "seconds", "bytes_up", "bytes_down"):
         table.add_column(column, justify="left" if column == "mode" else "right")
+    with_epsilon = any("epsilon" in r for r in reports)
+    if with_epsilon:
+        table.add_column("epsilon", justify="right")
     for r in reports:
-        table.add_row(r["mode"], str(r["clients"]), str(r["params"]), str(len(r["included"])),
-                      str(len(r["dropped"])), "yes" if r["exact"] else "no", f"{r['max_abs_error']:.3g}",
-                      f"{r['seconds']:.3f}", f"{r['bytes_up']:,}", f"{r['bytes_down']:,}")
+        row = [r["mode"], str(r["clients"]), str(r["params"]), str(len(r["included"])),
+               str(len(r["dropped"])), "yes" if r["exact"] else "no", f"{r['max_abs_error']:.3g}",
+               f"{r['seconds']:.3f}", f"{r['bytes_up']:,}", f"{r['bytes_down']:,}"]
+        if with_epsilon:
+            row.append(f"{r['epsilon']:.3g}" if "epsilon" in r else "-")
+        table.add_row(*row)
     _console().print(table)
 
 
