@@ -26,7 +26,7 @@ from privagg.interface import (
     Traffic,
 )
 from privagg.plain import Plain
-from privagg.registry import available_modes, make_aggregator, register_mode
+from privagg.registry import available_modes, make_aggregator, register_mode, unregister_mode
 from privagg.simulate import simulate
 from privagg.threats import HONEST_BUT_CURIOUS, OUTSIDER, Disclosure, ThreatModel, colluding
 
@@ -35,6 +35,6 @@ __all__ = [
     "AggregationAborted", "ConfigurationError", "EncodingOverflow", "InsecureParameters",
     "InvalidUpdate", "MalformedMessage", "PrivaggError", "ProtocolViolation",
     "AggregationResult", "Aggregator", "ClientSession", "ServerSession", "ServerView", "Traffic",
-    "Plain", "available_modes", "make_aggregator", "register_mode", "simulate",
+    "Plain", "available_modes", "make_aggregator", "register_mode", "unregister_mode", "simulate",
     "HONEST_BUT_CURIOUS", "OUTSIDER", "Disclosure", "ThreatModel", "colluding",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 from privagg.errors import ConfigurationError
 from privagg.interface import Aggregator
 
-__all__ = ["ModeInfo", "register_mode", "available_modes", "make_aggregator", "mode_info"]
+__all__ = ["ModeInfo", "register_mode", "unregister_mode", "available_modes", "make_aggregator", "mode_info"]
 
 ENTRY_POINT_GROUP = "privagg.modes"
 
@@ -56,6 +56,11 @@ def register_mode(name: str, factory: str | Factory) -> None:
     if not isinstance(name, str) or not name or any(c.isspace() or c == "," for c in name):
         raise ConfigurationError(f"invalid mode name {name!r}")
     _RUNTIME[name] = ModeInfo(name, factory)
+
+
+def unregister_mode(name: str) -> None:
+    """Forget a mode registered at run time (entry-point and built-in modes stay)."""
+    _RUNTIME.pop(name, None)
 
 
 def _modes() -> dict[str, ModeInfo]:

@@ -1,7 +1,7 @@
 import pytest
 
 import privagg
-from privagg import ConfigurationError, Plain, available_modes, make_aggregator, register_mode
+from privagg import ConfigurationError, Plain, available_modes, make_aggregator, register_mode, unregister_mode
 
 
 def test_plain_is_registered_and_built_with_options():
@@ -33,10 +33,9 @@ def test_runtime_registration_and_lazy_targets():
         with pytest.raises(ConfigurationError):
             register_mode("bad name", "x:y")
     finally:
-        from privagg import registry
-
         for name in ("plain-copy", "broken", "not-an-aggregator"):
-            registry._RUNTIME.pop(name, None)
+            unregister_mode(name)
+    assert "plain-copy" not in available_modes()
 
 
 def test_privagg_does_not_import_the_mode_packages():
