@@ -1,4 +1,5 @@
 import nbformat as nbf
+from nbclient import NotebookClient
 
 nb = nbf.v4.new_notebook()
 cells = []
@@ -141,6 +142,5 @@ print("max abs error vs float sum:", np.max(np.abs(result.aggregate - float_sum)
 print("what the server saw:", sorted({type(e.message).__name__ for e in result.view.entries}))""")
 nb["cells"] = cells
 nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-from nbclient import NotebookClient
 NotebookClient(nb, timeout=600, kernel_name="python3").execute()
 nbf.write(nb, "notebooks/embedding_secagg.ipynb")
