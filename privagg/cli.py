@@ -192,10 +192,13 @@ def _console(stderr: bool = False) -> Any:
 @click.option("--threshold", type=click.IntRange(min=1), default=None)
 @click.option("--neighbours", default=None, help="An integer, 'auto' or 'all'.")
 @click.option("--security", type=click.Choice(["semi-honest", "active"]), default="semi-honest", show_default=True)
+@click.option("--preset", default=None, help="Parameter preset (ckks).")
+@click.option("--key-holder", default=None, help="Who holds the secret key: clients or decryptor (ckks).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Any other option.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def bench_command(mode: str, clients: int, params: int, dropout: float, threshold: int | None,
-                  neighbours: str | None, security: str, options: tuple[str, ...], fmt: str) -> None:
+                  neighbours: str | None, security: str, preset: str | None, key_holder: str | None,
+                  options: tuple[str, ...], fmt: str) -> None:
     """Time one round of MODE's protocol per party (modes that register a benchmark)."""
     from importlib.metadata import entry_points
 
@@ -203,7 +206,8 @@ def bench_command(mode: str, clients: int, params: int, dropout: float, threshol
     if mode not in targets:
         raise ConfigurationError(f"no benchmark for mode {mode!r}; available: {', '.join(sorted(targets)) or 'none'}")
     opts = parse_options(options)
-    opts.update({k: v for k, v in {"threshold": threshold, "security": security}.items() if v is not None})
+    opts.update({k: v for k, v in {"threshold": threshold, "security": security, "preset": preset,
+                                   "key_holder": key_holder}.items() if v is not None})
     if neighbours is not None:
         opts["neighbours"] = parse_options([f"neighbours={neighbours}"])["neighbours"]
     run_bench = targets[mode].load()

@@ -1,0 +1,156 @@
+"""``privagg bench ckks``: one CKKS round, timed per party, with bytes and errors.
+
+Clients encrypt one after another and the server absorbs each upload as it arrives (as a real
+server does, and so that 50 clients x 1M values never sit in memory at once). Times are
+process CPU seconds (SEAL here is single-threaded, so they match wall time on an idle
+machine). ``encrypt_seconds_per_client`` covers flatten, encode, encrypt and serialize;
+``aggregate_seconds`` is the server (load, check, add, serialize the sum); ``decrypt_seconds``
+is the key holder's release (load, decrypt, check, flood, round). The decryptor is driven
+through the server's deployment API (:meth:`he.server.CKKSServer.decryptor_messages`). The
+clients' key is provisioned (set up once per session, as a deployment would), so the in-round
+key setup is not part of the timed round.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from he.config import COLLECT
+from he.decryptor import Decryptor
+from he.keys import SharedKey
+from he.modes import OPTIONS, make_ckks
+from he.server import CKKSServer
+from privagg.errors import ConfigurationError
+
+__all__ = ["run_bench"]
+
+_BENCH_OPTIONS = {"seed", "updates", "dropped", "progress", "security"}
+
+
+def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> dict[str, Any]:
+    """One timed round of ``clients`` x ``params`` values; ``dropout``: the fraction never uploading.
+
+    Options: any of :data:`he.modes.OPTIONS` (``preset``, ``key_holder``, ...), ``seed``,
+    ``updates`` (a clients x params array, to measure a peer on the same data), ``dropped``
+    (client indices), ``progress`` (called with a phase name). ``security`` is accepted as
+    ``"semi-honest"`` only (the command line always passes it): CKKS's threat model is set by
+    ``key_holder``.
+    """
+    unknown = set(options) - OPTIONS - _BENCH_OPTIONS
+    if unknown:
+        raise ConfigurationError(f"unknown option(s) for bench 'ckks': {sorted(unknown)}")
+    if options.pop("security", "semi-honest") != "semi-honest":
+        raise ConfigurationError("bench 'ckks' has no --security levels; choose key_holder=clients|decryptor")
+    if not 0 <= dropout < 1:
+        raise ConfigurationError(f"dropout must be in [0, 1), got {dropout}")
+    seed = options.pop("seed", 0)
+    updates = options.pop("updates", None)
+    dropped = options.pop("dropped", None)
+    progress: Callable[[str], None] | None = options.pop("progress", None)
+    options.setdefault("keep_ciphertexts", False)
+    config = make_ckks(**options)
+    rng = np.random.default_rng(seed)
+    if updates is None:
+        updates = rng.uniform(-1, 1, size=(clients, params)).astype(np.float32)
+    if updates.shape != (clients, params):
+        raise ConfigurationError(f"updates have shape {updates.shape}, expected {(clients, params)}")
+    if dropped is None:
+        dropped = {int(i) for i in rng.choice(clients, size=int(round(dropout * clients)), replace=False)}
+
+    decryptor = None
+    if config.in_round_key_setup:  # keys are set up once per session, not timed with the round
+        config = replace(config, shared_key=SharedKey.generate(config.params))
+    if config.key_holder == "decryptor":
+        decryptor = Decryptor(config.params, min_clients=config.min_clients)
+        config = replace(config, decryptor=decryptor)
+    ids = list(range(clients))
+    round_id = 1
+    t0 = time.process_time()
+    server = CKKSServer(config, ids, round_id)  # no in-process link: the decryptor is driven below
+    aggregate_seconds = time.process_time() - t0
+
+    encrypt_seconds: list[float] = []
+    upload_sizes: list[int] = []
+    sessions = {}
+    if progress is not None:
+        progress(COLLECT)
+    for cid, request in server.messages_to_send().items():
+        if cid in dropped:
+            continue
+        data = request.to_bytes()
+        t0 = time.process_time()
+        sessions[cid] = config.client(cid, updates[cid], round_id=round_id)
+        upload = sessions[cid].respond(data).to_bytes()
+        encrypt_seconds.append(time.process_time() - t0)
+        upload_sizes.append(len(upload))
+        t0 = time.process_time()
+        server.receive(cid, upload)
+        aggregate_seconds += time.process_time() - t0
+        del upload
+    t0 = time.process_time()
+    server.deadline_passed()
+    aggregate_seconds += time.process_time() - t0
+
+    if progress is not None:
+        progress("decrypt")
+    if decryptor is not None:
+        (request,) = server.decryptor_messages().values()
+    else:
+        (request,) = server.messages_to_send().values()
+    request_bytes = request.to_bytes()
+    t0 = time.process_time()
+    if decryptor is not None:
+        reply = decryptor.respond(request_bytes).to_bytes()
+    else:
+        reply = sessions[request.recipient].respond(request_bytes).to_bytes()
+    decrypt_seconds = time.process_time() - t0
+    t0 = time.process_time()
+    if decryptor is not None:
+        server.receive_from_decryptor(reply)
+    else:
+        server.receive(request.recipient, reply)
+    server.deadline_passed()
+    aggregate_seconds += time.process_time() - t0
+    result = server.result()
+
+    included = list(result.included)
+    reference = updates[included].astype(np.float64).sum(axis=0)
+    max_abs = float(np.max(np.abs(result.aggregate - reference)))
+    scale = float(np.max(np.abs(reference)))
+    per_client = float(np.mean(encrypt_seconds))
+    p = config.params
+    return {
+        "mode": "ckks",
+        "preset": p.preset,
+        "key_holder": config.key_holder,
+        "clients": clients,
+        "params": params,
+        "dropout": dropout,
+        "included": len(included),
+        "poly_modulus_degree": p.poly_modulus_degree,
+        "coeff_modulus_bits": ",".join(map(str, p.coeff_modulus_bits)),
+        "scale_bits": p.scale_bits_resolved,
+        "flood_bits": p.flood_bits_resolved,
+        "ciphertexts_per_client": p.ciphertexts_for(params),
+        "encrypt_seconds_per_client": per_client,
+        "encrypt_seconds_max": float(np.max(encrypt_seconds)),
+        "encrypt_seconds_total": float(np.sum(encrypt_seconds)),
+        "aggregate_seconds": aggregate_seconds,
+        "decrypt_seconds": decrypt_seconds,
+        "total_seconds": float(np.sum(encrypt_seconds)) + aggregate_seconds + decrypt_seconds,
+        "round_latency_seconds": per_client + aggregate_seconds + decrypt_seconds,
+        "bytes_per_client": float(np.mean(upload_sizes)),
+        "bytes_per_value": float(np.mean(upload_sizes)) / params,
+        "bytes_to_key_holder": len(request_bytes),
+        "bytes_from_key_holder": len(reply),
+        "max_abs_error": max_abs,
+        "max_rel_error": max_abs / scale if scale > 0 else max_abs,
+        "release_noise_std": result.info["release_noise_std"],
+        "included_ids": included,
+        "aggregate": result.aggregate,
+    }

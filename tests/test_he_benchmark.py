@@ -1,0 +1,35 @@
+"""benchmarks/ckks_vs_flare.py runs (small settings), keeps its JSON contract and keeps stdout
+clean of TenSEAL's C++ warnings. Speed is not asserted: the figures come from the full run."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tenseal")
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_ckks_vs_flare_quick(tmp_path, capfd):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        bench = __import__("ckks_vs_flare")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    out = tmp_path / "ckks.json"
+    report = bench.main(["--quick", "--out", str(out)])
+    stdout = capfd.readouterr().out
+    assert "WARNING" not in stdout
+    summary = json.loads(stdout)  # nothing but the JSON summary reached file descriptor 1
+    assert summary[0]["clients"] == 4 and json.loads(out.read_text())["runs"][0]["params"] == 20_000
+    (run,) = report["runs"]
+    flare, ours = run["flare_style"], run["ours_lean_clients"]
+    assert flare["layers"] == 9 and flare["context_bytes"] > 100_000
+    for name in ("flare_style", "ours_lean_clients", "ours_lean_decryptor", "ours_compact_clients",
+                 "ours_standard_clients"):
+        assert 0 < run[name]["max_rel_error"] <= 1e-6, name
+    assert ours["bytes_per_value"] < flare["bytes_per_value"] / 10
+    assert all(value > 0 for value in run["ratios"].values())
+    assert run["targets"]["max_rel_error_at_most_1e-6"] is True
