@@ -76,10 +76,12 @@ class Mechanism(ABC):
 
 
 @dataclass(frozen=True)
-class CentralGaussian(Mechanism):
+class _Gaussian(Mechanism):
+    """Clipping to ``clip_norm`` and Gaussian noise of ``noise_multiplier * clip_norm``: one
+    Gaussian mechanism of sensitivity ``C`` per round, wherever the noise is added."""
+
     clip_norm: float
     noise_multiplier: float
-    placement: ClassVar[str] = "central"
 
     def __post_init__(self) -> None:
         check_positive("clip_norm", self.clip_norm)
@@ -87,39 +89,35 @@ class CentralGaussian(Mechanism):
 
     def event(self, clients: int | None = None) -> PrivacyEvent:
         return GaussianEvent(self.noise_multiplier)
+
+    def _noise(self, size: int) -> npt.NDArray[np.float64]:
+        return gaussian_noise(self.noise_multiplier * self.clip_norm, size)
+
+    def describe(self) -> dict[str, Any]:
+        return {"mechanism": f"{self.placement}-gaussian", "clip_norm": self.clip_norm,
+                "noise_multiplier": self.noise_multiplier}
+
+
+@dataclass(frozen=True)
+class CentralGaussian(_Gaussian):
+    placement: ClassVar[str] = "central"
 
     def client_update(self, vector: npt.NDArray[np.float64], *, round_id: int) -> npt.NDArray[np.float64]:
         return clip_l2(vector, self.clip_norm)
 
     def finish(self, aggregate: npt.NDArray[np.float64], *, round_id: int) -> npt.NDArray[np.float64]:
-        return aggregate + gaussian_noise(self.noise_multiplier * self.clip_norm, aggregate.shape[0])
-
-    def describe(self) -> dict[str, Any]:
-        return {"mechanism": "central-gaussian", "clip_norm": self.clip_norm,
-                "noise_multiplier": self.noise_multiplier}
+        return aggregate + self._noise(aggregate.shape[0])
 
 
 @dataclass(frozen=True)
-class LocalGaussian(Mechanism):
-    clip_norm: float
-    noise_multiplier: float
+class LocalGaussian(_Gaussian):
+    """Each client's release is a Gaussian mechanism on its own update."""
+
     placement: ClassVar[str] = "local"
-
-    def __post_init__(self) -> None:
-        check_positive("clip_norm", self.clip_norm)
-        check_positive("noise_multiplier", self.noise_multiplier)
-
-    def event(self, clients: int | None = None) -> PrivacyEvent:
-        # Each client's release is a Gaussian mechanism on its own update (sensitivity C).
-        return GaussianEvent(self.noise_multiplier)
 
     def client_update(self, vector: npt.NDArray[np.float64], *, round_id: int) -> npt.NDArray[np.float64]:
         clipped = clip_l2(vector, self.clip_norm)
-        return clipped + gaussian_noise(self.noise_multiplier * self.clip_norm, clipped.shape[0])
-
-    def describe(self) -> dict[str, Any]:
-        return {"mechanism": "local-gaussian", "clip_norm": self.clip_norm,
-                "noise_multiplier": self.noise_multiplier}
+        return clipped + self._noise(clipped.shape[0])
 
 
 @dataclass(frozen=True)
