@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/privagg simulate --mode all --clients 20 --params 10000 --dropout 0.2 --seed 1 --format table
+	$(BIN)/privagg audit --quick --out report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -42,10 +42,11 @@ from attacks.data import DATASETS, Dataset, MembershipSplit, load_dataset, membe
 from attacks.models import MLP, SmallCNN, make_model
 from attacks.modes import make_mode, mode_factory, model_dimension
 from attacks.training import FedAvgConfig, RoundRecord, TrainingRun, clip_update, evaluate, train_fedavg
+from attacks.audit import DEFAULT_ATTACKS, run_audit, summary_table
 
 __all__ = [
     "InversionTarget", "disclosed_models", "disclosure", "inversion_target", "DATASETS", "Dataset",
     "MembershipSplit", "load_dataset", "membership_split", "partition", "MLP", "SmallCNN", "make_model",
     "FedAvgConfig", "RoundRecord", "TrainingRun", "clip_update", "evaluate", "train_fedavg", "make_mode",
-    "mode_factory", "model_dimension",
+    "mode_factory", "model_dimension", "DEFAULT_ATTACKS", "run_audit", "summary_table",
 ]

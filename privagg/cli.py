@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -224,6 +225,36 @@ def bench_command(mode: str, clients: int, params: int, dropout: float, threshol
     for key, value in report.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     _console().print(table)
+
+
+@cli.command("audit")
+@click.option("--modes", default=None, help="Comma-separated modes (default: every registered mode).")
+@click.option("--attacks", "attack_names", default=None, help="Comma-separated attacks (default: all).")
+@click.option("--dataset", default="digits", show_default=True, help="digits, breast_cancer or mnist5k.")
+@click.option("--clients", type=click.IntRange(min=2), default=None, help="Clients per federation (default 5).")
+@click.option("--rounds", type=click.IntRange(min=1), default=None, help="FedAvg rounds (default 30; 10 quick).")
+@click.option("--quick", is_flag=True, help="Small budgets: minutes, not hours.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Report folder.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def audit_command(modes: str | None, attack_names: str | None, dataset: str, clients: int | None,
+                  rounds: int | None, quick: bool, out: Path, fmt: str) -> None:
+    """Train with each mode, run each attack under each threat model, write the report."""
+    from attacks.audit import malicious_table, run_audit, summary_table  # lazy: needs the attacks extra
+
+    def names(text: str | None) -> list[str] | None:
+        return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+    report = run_audit(modes=names(modes), attacks=names(attack_names), dataset=dataset, clients=clients,
+                       rounds=rounds, quick=quick, out=out, progress=fmt == "table")
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    console = _console()
+    console.print(summary_table(report))
+    table = malicious_table(report)
+    if table is not None:
+        console.print(table)
+    console.print(f"report: {out / 'report.html'} (also report.md, report.json)")
 
 
 @cli.group("dp")

@@ -126,8 +126,10 @@ class SecAgg(Aggregator):
         k = effective_neighbours(n, wanted)
         t = self.threshold if self.threshold is not None else default_threshold(k)
         check_threshold(t, k, active=self.active)
-        # Two conflicting survivor sets can never both be signed by a majority of the roster.
-        quorum = max(t, n // 2 + 1) if self.active else 0
+        # Two conflicting survivor sets must never both gather the quorum. Honest clients sign
+        # once, colluding ones sign both: 2 * quorum > n + colluders must hold. Two thirds of the
+        # roster tolerate fewer than n / 3 colluders (Bonawitz et al.'s active bound).
+        quorum = max(t, 2 * n // 3 + 1) if self.active else 0
         return RoundParameters(ids, k, t, quorum)
 
     def public_roster(self, ids: Iterable[int]) -> Roster:

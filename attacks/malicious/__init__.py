@@ -1,0 +1,36 @@
+"""A malicious server against secure aggregation: what ``security="active"`` buys.
+
+Section 5 of the attacks issue, and the one part of :mod:`attacks` that names a protocol: these
+attacks deviate from SecAgg's own message flow, so they drive real :mod:`secagg` sessions by
+hand (:mod:`attacks.malicious.harness`) instead of going through a mode's disclosure.
+
+* (a) :func:`model_inconsistency`: one client gets a crafted model whose update lands where no
+  other client's does; read from the aggregate. Caught by active security (model digests).
+* (b) :func:`forged_dropout`: the target "survived" for some clients and "dropped" for the
+  others, so the server gets both of its secrets and unmasks it. Stopped by the threshold
+  alone when ``2t > n`` and no client colludes; caught by the consistency check of active
+  security while ``2 * quorum > n + colluders``; succeeds against both beyond that.
+* (c) :func:`trap_weights`: the same imprint model (Fowl et al. 2022) to everyone; single
+  inputs read out of the aggregate. Not detectable by the protocol, and reported as such.
+
+:func:`run_malicious_suite` runs them all against semi-honest and active secure aggregation in
+one setting (:func:`make_setting`) next to an honest-but-curious baseline; the audit report
+carries its table.
+"""
+
+from attacks.malicious.forged_dropout import forged_dropout, unmask_individual
+from attacks.malicious.harness import HandDrivenRound, client_data, client_updates, model_digest
+from attacks.malicious.honest import honest_server
+from attacks.malicious.imprint import TrapLayout, arm, disarm, recover_inputs, trap_model
+from attacks.malicious.inconsistency import model_inconsistency
+from attacks.malicious.outcome import RECOVERED_DB, MaliciousOutcome, Recovery, score_recovery
+from attacks.malicious.setting import Setting, make_setting
+from attacks.malicious.suite import MaliciousRow, MaliciousSuite, run_malicious_suite
+from attacks.malicious.trap_weights import trap_weights
+
+__all__ = [
+    "forged_dropout", "unmask_individual", "HandDrivenRound", "client_data", "client_updates", "model_digest",
+    "honest_server", "TrapLayout", "arm", "disarm", "recover_inputs", "trap_model", "model_inconsistency",
+    "RECOVERED_DB", "MaliciousOutcome", "Recovery", "score_recovery", "Setting", "make_setting", "MaliciousRow",
+    "MaliciousSuite", "run_malicious_suite", "trap_weights",
+]
