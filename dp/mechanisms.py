@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -41,7 +40,13 @@ from privagg.encoding.fixed_point import FixedPoint
 from privagg.errors import ConfigurationError
 from privagg.interface import Aggregator
 
-__all__ = ["Mechanism", "CentralGaussian", "LocalGaussian", "DistributedDiscreteGaussian"]
+__all__ = ["Mechanism", "CentralGaussian", "LocalGaussian", "DistributedDiscreteGaussian", "DEFAULT_ROTATION_SEED"]
+
+#: The rotation is public randomness that must be the same for the server and every client,
+#: which may build their configurations independently (Flower nodes do): a fixed default,
+#: mixed with the round id for each round. Its only job is to spread a vector's energy over
+#: the coordinates; the privacy analysis holds for any rotation.
+DEFAULT_ROTATION_SEED = hashlib.sha256(b"privagg/dp/ddg-rotation/default-seed/v1").digest()
 
 
 class Mechanism(ABC):
@@ -156,7 +161,7 @@ class DistributedDiscreteGaussian(Mechanism):
     granularity: float | None = None
     beta: float = DEFAULT_BETA
     k_stddevs: float = 6.0
-    rotation_seed: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    rotation_seed: bytes = field(default=DEFAULT_ROTATION_SEED, repr=False)
     placement: ClassVar[str] = "distributed"
 
     def __post_init__(self) -> None:
