@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -169,7 +171,8 @@ class LocalFederation:
     ``num-partitions``). ``simulation=True`` starts the SuperLink with ``--simulation`` and no
     SuperNodes: runs then use Flower's simulation engine (Ray) with ``nodes`` virtual nodes.
     ``env`` adds variables to every process (e.g. ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
-    Use as a context manager; :meth:`close` ends every process group it started.
+    ``launcher`` prefixes the SuperLink's and SuperNodes' commands (a CPU-accounting wrapper,
+    say). Use as a context manager; :meth:`close` ends every process group it started.
     """
 
     root: Path
@@ -179,12 +182,14 @@ class LocalFederation:
     node_config: Callable[[int], Mapping[str, Any]] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     startup_timeout: float = 60.0
+    launcher: tuple[str, ...] = ()
     port: int = 0
     node_ids: dict[int, int] = field(default_factory=dict, init=False)
     _link: _Proc | None = field(default=None, init=False)
     _nodes: dict[int, _Proc] = field(default_factory=dict, init=False)
     _others: list[_Proc] = field(default_factory=list, init=False)
     _started: list[_Proc] = field(default_factory=list, init=False)
+    _scratch: list[Path] = field(default_factory=list, init=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalFederation:
@@ -208,12 +213,18 @@ class LocalFederation:
             raise ConfigurationError("a federation needs at least one node")
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        if self.simulation and "RAY_TMPDIR" not in self.env:
+            # Ray keeps its sessions in $RAY_TMPDIR/ray (else /tmp/ray, forever); its socket
+            # paths must stay short, hence a short directory of our own, removed by close().
+            scratch = Path(tempfile.mkdtemp(prefix="pagr-", dir="/tmp"))
+            self._scratch.append(scratch)
+            self.env = {**self.env, "RAY_TMPDIR": str(scratch)}
         args = [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port),
                 "--disable-runtime-dependency-installation"]
         args += self._tls_server_args()
         if self.simulation:
             args.append("--simulation")
-        self._link = self._spawn("superlink", args)
+        self._link = self._spawn("superlink", [*self.launcher, *args])
         self._wait_healthy()
         if not self.simulation:
             for index in range(self.nodes):
@@ -228,7 +239,7 @@ class LocalFederation:
         args = [_bin("flower-supernode"), "--superlink", self.address, "--port", str(free_port()),
                 "--node-config", " ".join(f"{k}={_toml(v)}" for k, v in config.items())]
         args += ["--root-certificates", str(self.tls.ca_cert)] if self.tls else ["--insecure"]
-        self._nodes[index] = self._spawn(f"node{index}", args)
+        self._nodes[index] = self._spawn(f"node{index}", [*self.launcher, *args])
 
     def wait_registered(self, index: int) -> int:
         return self._wait_registered(index)
@@ -271,6 +282,9 @@ class LocalFederation:
             except subprocess.TimeoutExpired:
                 pass
         self._started.clear()
+        for scratch in self._scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self._scratch.clear()
         survivors = self.leftover_processes()
         if survivors:
             raise FederationError(f"processes still alive after SIGKILL: {survivors}")
@@ -287,6 +301,26 @@ class LocalFederation:
 
     def process_groups(self) -> dict[str, int]:
         return {p.name: p.pgid for p in self._started}
+
+    def cpu_seconds(self, name: str) -> float:
+        """CPU time (user + system) so far of the process group started as ``name``: every live
+        member plus the children each has reaped. Exact for a whole tree only when the group
+        leader adopts orphans (a subreaper ``launcher``): ClientApps exit before what they start."""
+        pgid = self.process_groups()[name]
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def pid(self, name: str) -> int:
+        return next(p.popen.pid for p in self._started if p.name == name)
 
     def logs(self, name: str) -> str:
         """The output of the process named ``superlink``, ``node<i>`` or ``flwr-run-<n>``."""

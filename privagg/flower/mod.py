@@ -202,11 +202,11 @@ def _load_handle(context: Context) -> SessionHandle | None:
     record = context.state.get(STATE_KEY)
     if not isinstance(record, ConfigRecord):
         return None
-    try:
-        return SessionHandle(str(record["address"]), bytes(record["authkey"]), int(record["round-id"]),
-                             int(record["pid"]))
-    except (KeyError, TypeError, ValueError):
+    address, authkey, round_id, pid = (record.get(k) for k in ("address", "authkey", "round-id", "pid"))
+    if not (isinstance(address, str) and isinstance(authkey, bytes) and isinstance(round_id, int)
+            and isinstance(pid, int)):
         return None
+    return SessionHandle(address, authkey, round_id, pid)
 
 
 def _close_previous(context: Context) -> None:

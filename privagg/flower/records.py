@@ -30,7 +30,7 @@ from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from privagg.errors import MalformedMessage, ProtocolViolation
+from privagg.errors import ConfigurationError, MalformedMessage, ProtocolViolation
 from privagg.messages.base import MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -58,8 +58,6 @@ def canonical_json(value: Mapping[str, Any]) -> str:
     try:
         return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        from privagg.errors import ConfigurationError
-
         raise ConfigurationError(f"options and hints must be JSON values (str, number, bool, list, dict): {exc}") \
             from None
 

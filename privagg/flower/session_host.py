@@ -23,6 +23,8 @@ import json
 import os
 import selectors
 import shutil
+import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -33,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +56,7 @@ _U32 = struct.Struct("<I")
 _KEY_BYTES = 32
 _MAX_FRAME = (1 << 30) + (1 << 20)
 _STARTUP_SECONDS = 120.0
+_PREFIX = "privagg-session-"
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,12 @@ def start_session(*, mode: str, options: Mapping[str, Any], hints: Mapping[str, 
     Returns the handle (``None`` when the session already finished) and the first reply.
     Typed errors raised by the session (a refused message, a bad update) are raised here.
     """
-    directory = tempfile.mkdtemp(prefix="privagg-session-")  # mode 0700: only this user may connect
+    # mkdtemp makes the directory 0700: only this user can reach the socket. A Unix socket path
+    # must stay under ~100 bytes, so a long TMPDIR falls back to /tmp.
+    base = tempfile.gettempdir()
+    base = base if len(base) < 64 else "/tmp"
+    _sweep_stale(Path(base))
+    directory = tempfile.mkdtemp(prefix=_PREFIX, dir=base)
     address = str(Path(directory) / "session.sock")
     authkey = os.urandom(_KEY_BYTES)
     vector = np.ascontiguousarray(update, dtype="<f8")
@@ -128,14 +136,16 @@ def start_session(*, mode: str, options: Mapping[str, Any], hints: Mapping[str, 
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write(_U32.pack(len(header)) + header + authkey)
-        proc.stdin.write(memoryview(vector).cast("B"))
+        proc.stdin.write(vector.tobytes())
         proc.stdin.write(_U32.pack(len(first_message)) + first_message)
         proc.stdin.close()
         answer = _read_frame(_read_startup(proc.stdout, proc))
-    except BaseException:
+    except BaseException as exc:
         if proc.poll() is None:
             proc.kill()
         shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(exc, OSError):  # the host died while reading its start-up input
+            raise PrivaggError(f"the session host could not start (exit code {proc.wait()})") from None
         raise
     finally:
         proc.stdout.close()
@@ -144,7 +154,30 @@ def start_session(*, mode: str, options: Mapping[str, Any], hints: Mapping[str, 
     return SessionHandle(address, authkey, int(round_id), proc.pid), answer.reply
 
 
-def _read_startup(stream: BinaryIO, proc: subprocess.Popen[bytes]) -> bytes:
+def _sweep_stale(base: Path) -> None:
+    """Remove socket directories of hosts that were killed (SIGKILL leaves no chance to clean up).
+
+    A directory is stale when its socket refuses connections; a live host always listens. Only
+    this user's directories older than a minute are considered, so a starting host is never hit.
+    """
+    now = time.time()
+    for directory in base.glob(f"{_PREFIX}*"):
+        try:
+            info = directory.stat()
+            if info.st_uid != os.getuid() or now - info.st_mtime < 60:
+                continue
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(directory / "session.sock"))
+            except (ConnectionRefusedError, FileNotFoundError):
+                shutil.rmtree(directory, ignore_errors=True)
+            finally:
+                probe.close()
+        except OSError:
+            continue
+
+
+def _read_startup(stream: IO[bytes], proc: subprocess.Popen[bytes]) -> bytes:
     """The host's first frame (length-prefixed), within the startup deadline."""
     deadline = time.monotonic() + _STARTUP_SECONDS
     buffer = b""
@@ -191,7 +224,7 @@ def close_session(handle: SessionHandle) -> None:
 
 # -- the host process --------------------------------------------------------------------------
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
     data = stream.read(n)
     if data is None or len(data) != n:
         raise EOFError("truncated start-up input")
@@ -247,9 +280,13 @@ def _serve() -> int:
     idle_timeout, watch_pid = float(config["idle_timeout"]), int(config["watch_pid"])
     last = [time.monotonic()]
 
-    def shutdown() -> None:
+    def shutdown(*_: object) -> None:
         shutil.rmtree(directory, ignore_errors=True)
         os._exit(0)
+
+    # A SuperNode's process group is ended with SIGTERM: leave no socket directory behind.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, shutdown)
 
     def watchdog() -> None:
         while True:

@@ -88,9 +88,10 @@ class SecureFedAvg(FedAvg):
 
     def _train_round(self, grid: Grid, messages: list[Message]) -> None:
         content = messages[0].content
-        config = content.get(self.configrecord_key)
-        server_round = int(config["server-round"]) if config is not None and "server-round" in config else \
-            len(self.outcomes) + len(self.aborted) + 1
+        config = content.config_records.get(self.configrecord_key)
+        announced = config.get("server-round") if config is not None else None
+        # FedAvg's configure_train always writes "server-round"; count rounds if a subclass does not.
+        server_round = announced if isinstance(announced, int) else len(self.outcomes) + len(self.aborted) + 1
         nodes = [m.metadata.dst_node_id for m in messages]
         try:
             self.outcomes[server_round] = self.workflow.aggregate(grid, nodes, content, server_round)

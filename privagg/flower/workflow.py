@@ -16,8 +16,10 @@ carries on with the others or aborts.
 
 The aggregator is built once, through the registry, on the first round
 (``make_aggregator(mode, hints={"clients": n, "dimension": d}, **options)``), so state it keeps
-across rounds (a DP accountant) survives; clients build theirs from the same mode, options
-and hints, which every request carries. Nothing here knows a mode by name.
+across rounds (a DP accountant) survives; later rounds, whatever their number of nodes, keep
+that configuration. Clients build theirs from the same mode, options and hints, which every
+request carries: whatever the two sides must agree on has to follow from those. Nothing here
+knows a mode by name.
 
 Why not ``grid.send_and_receive``: it checks for replies only every 3 s and may overshoot the
 timeout by as much. The exchange here uses the same ``push_messages`` / ``pull_messages`` with a
@@ -36,7 +38,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from privagg.errors import ConfigurationError, PrivaggError, ProtocolViolation
+from privagg.errors import AggregationAborted, ConfigurationError, PrivaggError, ProtocolViolation
 from privagg.flower.arrays import apply_aggregate, flatten_record
 from privagg.flower.records import StageRequest, canonical_json, read_reply, write_request
 from privagg.interface import AggregationResult, Aggregator
@@ -95,12 +97,15 @@ class SecureAggregation:
     session_timeout: how long a client's session host waits for its next stage (default
         ``2 * max(stage_timeout, train_timeout) + 60``).
     on_stage: a hook called before each stage (progress, tests).
+    message_type: of the stage messages; ``"train"`` reaches the ClientApp's default ``train``
+        function, ``"train.<action>"`` the one registered as ``@app.train("<action>")``.
     """
 
     def __init__(self, mode: str = "secagg+", options: Mapping[str, Any] | None = None, *,
                  stage_timeout: float = 60.0, train_timeout: float | None = None, update: str = "delta",
                  arrays_key: str = "arrays", poll_interval: float | None = 0.5,
-                 session_timeout: float | None = None, on_stage: StageHook | None = None) -> None:
+                 session_timeout: float | None = None, on_stage: StageHook | None = None,
+                 message_type: str = MessageType.TRAIN) -> None:
         if update not in ("delta", "weights"):
             raise ConfigurationError(f"update must be 'delta' or 'weights', got {update!r}")
         for name, value in (("stage_timeout", stage_timeout), ("train_timeout", train_timeout),
@@ -118,6 +123,9 @@ class SecureAggregation:
         self.session_timeout = float(session_timeout if session_timeout is not None
                                      else 2 * max(self.stage_timeout, self.train_timeout) + 60)
         self.on_stage = on_stage
+        if message_type.split(".")[0] != MessageType.TRAIN:
+            raise ConfigurationError(f"stage messages are 'train' messages, got {message_type!r}")
+        self.message_type = message_type
         self._aggregator: Aggregator | None = None
         self._hints: dict[str, Any] = {}
         #: Why nodes fell out of the last round (also set when it aborted).
@@ -155,6 +163,7 @@ class SecureAggregation:
         aggregator = self._build(len(nodes), layout.size)
         server = aggregator.server(nodes, round_id=server_round)
         failures: dict[int, str] = {}
+        self.last_failures = failures
         client_metrics: dict[int, Mapping[str, MetricRecord]] = {}
         stage_seconds: list[tuple[str, float]] = []
         down = up = 0
@@ -165,6 +174,7 @@ class SecureAggregation:
             if self.on_stage is not None:
                 self.on_stage(server_round, stage, frozenset(outbox))
             started = time.monotonic()
+            timeout = self.train_timeout if first else self.stage_timeout
             messages = []
             for node, message in outbox.items():
                 data = message.to_bytes()
@@ -173,12 +183,13 @@ class SecureAggregation:
                                        round_id=server_round, stage=stage, first=first, message=data,
                                        update=self.update, arrays_key=self.arrays_key,
                                        session_timeout=self.session_timeout)
-                timeout = self.train_timeout if first else self.stage_timeout
                 messages.append(Message(write_request(request, content if first else None), node,
-                                        MessageType.TRAIN, group_id=str(server_round), ttl=timeout + 60))
-            replies = self._exchange(grid, messages, self.train_timeout if first else self.stage_timeout)
+                                        self.message_type, group_id=str(server_round), ttl=timeout + 60))
+            replies = self._exchange(grid, messages, timeout, failures)
             for reply in replies:
                 node = reply.metadata.src_node_id
+                if node not in outbox:
+                    continue  # not a node this stage addressed: nothing to hand the session
                 if reply.has_error():
                     failures[node] = f"error reply (code {reply.error.code}): {reply.error.reason}"
                     continue
@@ -201,29 +212,34 @@ class SecureAggregation:
             if silent:
                 log.info("round %s stage %s: %d node(s) dropped out: %s", server_round, stage, len(silent),
                          sorted(silent))
-            try:
-                server.deadline_passed()
-            except PrivaggError:
-                self.last_failures = dict(failures)
-                raise
+            server.deadline_passed()  # AggregationAborted propagates; last_failures says why nodes left
         result = server.result()
         if not result.included:
-            raise ConfigurationError("the round finished without any included client")
+            raise AggregationAborted("the round finished with no client included")
         mean = np.asarray(result.aggregate, dtype=np.float64) / len(result.included)
         arrays = apply_aggregate(model, mean, self.update)
-        self.last_failures = dict(failures)
         return RoundOutcome(server_round, self.mode, arrays, result, nodes, failures, tuple(stage_seconds), down, up,
                             {n: m for n, m in client_metrics.items() if n in result.included})
 
     # -- one exchange --------------------------------------------------------------------------
-    def _exchange(self, grid: Grid, messages: Sequence[Message], timeout: float) -> list[Message]:
-        """Push ``messages``; collect replies until all came back or ``timeout`` passed."""
+    def _exchange(self, grid: Grid, messages: Sequence[Message], timeout: float,
+                  failures: dict[int, str]) -> list[Message]:
+        """Push ``messages``; collect replies until all came back or ``timeout`` passed.
+
+        A message the SuperLink refuses to queue (its node has left) is noted in ``failures``.
+        """
         if not messages:
             return []
         if self.poll_interval is None:
             return list(grid.send_and_receive(messages, timeout=timeout))
         deadline = time.monotonic() + timeout
-        pending = {mid for mid in grid.push_messages(messages) if mid}
+        nodes = [m.metadata.dst_node_id for m in messages]
+        pending = set()
+        for node, message_id in zip(nodes, list(grid.push_messages(messages))):
+            if message_id:
+                pending.add(message_id)
+            else:
+                failures[node] = "not delivered: the SuperLink did not accept a message for this node"
         replies: list[Message] = []
         while pending:
             for reply in grid.pull_messages(list(pending)):

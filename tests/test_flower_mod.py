@@ -1,0 +1,314 @@
+"""PrivaggMod and its session hosts, driven in-process with Flower's real Message and Context
+objects: each call is what one ClientApp process does, and the session really lives in a
+separate host process in between. (The same code against real SuperNodes is in
+test_flower_federation.py.)"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Client
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+from privagg.errors import InvalidUpdate, MalformedMessage, ProtocolViolation  # noqa: E402
+from privagg.flower.arrays import apply_aggregate, flatten_record, update_vector  # noqa: E402
+from privagg.flower.mod import STATE_KEY, PrivaggMod  # noqa: E402
+from privagg.flower.records import StageRequest, read_reply, write_request  # noqa: E402
+from privagg.flower.session_host import SessionHandle, ask_session, close_session  # noqa: E402
+from privagg.registry import make_aggregator  # noqa: E402
+
+NODES = (1001, 2002, 3003)
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def model() -> ArrayRecord:
+    return ArrayRecord([np.zeros((2, 3), np.float32), np.linspace(-1, 1, 4).astype(np.float32),
+                        np.array([5], np.int64)])
+
+
+def delta_of(node: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(node)
+    return [rng.uniform(-0.1, 0.1, (2, 3)).astype(np.float32), rng.uniform(-0.1, 0.1, 4).astype(np.float32),
+            np.array([1], np.int64)]
+
+
+def train_for(node: int, calls: list[int]) -> Callable[[Message, Context], Message]:
+    def train(msg: Message, ctx: Context) -> Message:
+        calls.append(node)
+        assert not [k for k in msg.content if k.startswith("privagg")]  # our records never reach train
+        arrays = msg.content["arrays"].to_numpy_ndarrays()
+        trained = [(a + d).astype(a.dtype) for a, d in zip(arrays, delta_of(node))]
+        return Message(RecordDict({"arrays": ArrayRecord(trained), "metrics": MetricRecord({"num-examples": 3})}),
+                       reply_to=msg)
+    return train
+
+
+def context(node: int, **run_config) -> Context:
+    return Context(run_id=1, node_id=node, node_config={}, state=RecordDict(), run_config=run_config)
+
+
+def run_round(mode: str, mod: PrivaggMod, contexts: dict[int, Context], *, options=None, round_id: int = 1,
+              drop_after: dict[int, str] | None = None):
+    """A server session of ``mode`` talking to ``mod`` exactly as SecureAggregation does."""
+    options = options or {}
+    base, layout = flatten_record(model())
+    hints = {"clients": len(contexts), "dimension": layout.size}
+    server = make_aggregator(mode, hints=hints, **options).server(list(contexts), round_id=round_id)
+    calls: list[int] = []
+    first = True
+    while not server.finished:
+        stage = server.stage
+        for node, message in server.messages_to_send().items():
+            if drop_after and node in drop_after and drop_after[node] == stage:
+                continue
+            request = StageRequest(mode, options, hints, round_id, stage, first, message.to_bytes(),
+                                   session_timeout=30.0)
+            content = write_request(request, RecordDict({"arrays": model(), "config": ConfigRecord({"lr": 0.1})})
+                                    if first else None)
+            reply = mod(Message(content, node, "train"), contexts[node], train_for(node, calls))
+            stage_reply = read_reply(reply.content)
+            if stage_reply.message is not None:
+                server.receive(node, stage_reply.message)
+        first = False
+        server.deadline_passed()
+    return server.result(), calls
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("mode", ["plain", "secagg", "secagg+"])
+def test_a_round_through_the_mod_is_exact_and_trains_once(mode: str) -> None:
+    contexts = {n: context(n) for n in NODES}
+    result, calls = run_round(mode, PrivaggMod({mode: {}}), contexts)
+    assert sorted(calls) == sorted(NODES)  # train ran once per node, in the first stage only
+    assert result.included == NODES
+    agg = make_aggregator(mode, hints={"clients": 3, "dimension": 11})
+    deltas = {n: np.concatenate([d.astype(np.float64).ravel() for d in delta_of(n)]) for n in NODES}
+    # The trained float32 model minus the received one, exactly as the client computed it:
+    base, layout = flatten_record(model())
+    for n in NODES:
+        trained = [(a + d).astype(a.dtype) for a, d in zip(model().to_numpy_ndarrays(), delta_of(n))]
+        deltas[n] = flatten_record(ArrayRecord(trained))[0] - base
+    fp = agg.encoding
+    expected = sum(fp.encode(d).astype(object) for d in deltas.values()) % (1 << fp.bits)
+    assert [int(x) for x in result.encoded] == [int(x) for x in expected]
+    new = apply_aggregate(model(), result.aggregate / 3, "delta").to_numpy_ndarrays()
+    assert new[2].tolist() == [6]  # the integer buffer moved by exactly its mean step
+    for ctx in contexts.values():
+        assert STATE_KEY not in ctx.state  # finished sessions leave nothing behind
+
+
+def test_session_hosts_exit_and_hold_nothing_in_flowers_state() -> None:
+    contexts = {n: context(n) for n in NODES}
+    mod = PrivaggMod({"secagg": {}})
+    server = make_aggregator("secagg", hints={"clients": 3, "dimension": 11}).server(NODES, round_id=4)
+    hosts = {}
+    for node, message in server.messages_to_send().items():
+        request = StageRequest("secagg", {}, {"clients": 3, "dimension": 11}, 4, server.stage, True,
+                               message.to_bytes())
+        content = write_request(request, RecordDict({"arrays": model(), "config": ConfigRecord({})}))
+        mod(Message(content, node, "train"), contexts[node], train_for(node, []))
+        record = contexts[node].state[STATE_KEY]
+        assert set(record) == {"address", "authkey", "round-id", "pid"}  # a way to reach it, no keys
+        hosts[node] = int(record["pid"])
+    assert all(_alive(pid) for pid in hosts.values())
+    # A connection with the wrong key is refused; the host keeps serving the right one.
+    record = contexts[NODES[0]].state[STATE_KEY]
+    with pytest.raises(Exception):  # noqa: B017 - multiprocessing's AuthenticationError
+        with Client(record["address"], family="AF_UNIX", authkey=b"\x00" * 32) as conn:
+            conn.send_bytes(b"R")
+    # A new round on the node closes the old session first.
+    run_round("secagg", mod, contexts, round_id=5)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in hosts.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in hosts.values())
+
+
+def test_an_idle_session_host_exits_on_its_own() -> None:
+    ctx = context(NODES[0])
+    server = make_aggregator("secagg", hints={"clients": 3, "dimension": 11}).server(NODES, round_id=2)
+    message = server.messages_to_send()[NODES[0]]
+    request = StageRequest("secagg", {}, {"clients": 3, "dimension": 11}, 2, server.stage, True, message.to_bytes(),
+                           session_timeout=1.0)
+    PrivaggMod({"secagg": {}})(Message(write_request(request, RecordDict({"arrays": model()})), NODES[0], "train"),
+                               ctx, train_for(NODES[0], []))
+    record = ctx.state[STATE_KEY]
+    pid = int(record["pid"])
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+    handle = SessionHandle(record["address"], record["authkey"], 2, pid)
+    with pytest.raises(ProtocolViolation, match="no live privagg session"):
+        ask_session(handle, b"anything")
+
+
+def test_a_dropped_node_does_not_break_the_others() -> None:
+    contexts = {n: context(n) for n in NODES}
+    result, _ = run_round("secagg", PrivaggMod({"secagg": {}}), contexts, drop_after={NODES[2]: "masked_input"})
+    assert result.included == NODES[:2] and result.dropped == (NODES[2],)
+    # The dropped node's host still waits for a stage that will never come; a new round ends it.
+    record = contexts[NODES[2]].state[STATE_KEY]
+    close_session(SessionHandle(record["address"], record["authkey"], 1, int(record["pid"])))
+    deadline = time.monotonic() + 10
+    while _alive(int(record["pid"])) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(int(record["pid"]))
+
+
+# -- what the client refuses --------------------------------------------------------------------------
+
+def first_request(mode: str = "plain", options=None, **fields) -> Message:
+    server = make_aggregator(mode, hints={"clients": 3, "dimension": 11}, **(options or {})).server(NODES, round_id=3)
+    message = server.messages_to_send()[NODES[0]]
+    request = StageRequest(mode, options or {}, {"clients": 3, "dimension": fields.pop("dimension", 11)}, 3,
+                           server.stage, True, message.to_bytes(), **fields)
+    return Message(write_request(request, RecordDict({"arrays": model(), "config": ConfigRecord({})})), NODES[0],
+                   "train")
+
+
+def test_the_client_refuses_a_mode_it_did_not_accept() -> None:
+    with pytest.raises(ProtocolViolation, match="takes part only in"):
+        PrivaggMod({"secagg+": {}})(first_request("plain"), context(NODES[0]), train_for(NODES[0], []))
+
+
+def test_the_client_refuses_other_options_for_its_mode() -> None:
+    mod = PrivaggMod({"plain": {"clip": 0.5}})
+    with pytest.raises(ProtocolViolation, match="clip"):
+        mod(first_request("plain", {"clip": 4.0}), context(NODES[0]), train_for(NODES[0], []))
+
+
+def test_modes_come_from_the_run_config_when_not_given() -> None:
+    mod = PrivaggMod()
+    ctx = context(NODES[0], **{"privagg-mode": "plain", "privagg-options": '{"clip": 0.5}'})
+    reply = mod(first_request("plain", {"clip": 0.5}), ctx, train_for(NODES[0], []))
+    assert read_reply(reply.content).message is not None
+    with pytest.raises(ProtocolViolation):
+        mod(first_request("secagg"), ctx, train_for(NODES[0], []))
+
+
+def test_plain_train_messages_are_refused_unless_allowed() -> None:
+    plain = Message(RecordDict({"arrays": model(), "config": ConfigRecord({})}), NODES[0], "train")
+    calls: list[int] = []
+    with pytest.raises(ProtocolViolation, match="in the clear"):
+        PrivaggMod({"plain": {}})(plain, context(NODES[0]), train_for(NODES[0], calls))
+    assert not calls
+    reply = PrivaggMod({"plain": {}}, allow_unprotected_train=True)(plain, context(NODES[0]),
+                                                                    train_for(NODES[0], calls))
+    assert calls == [NODES[0]] and "arrays" in reply.content
+
+
+def test_evaluate_passes_through_but_not_with_our_records() -> None:
+    seen = []
+
+    def evaluate(msg: Message, ctx: Context) -> Message:
+        seen.append(msg.metadata.message_type)
+        return Message(RecordDict({"metrics": MetricRecord({"acc": 1.0})}), reply_to=msg)
+
+    mod = PrivaggMod({"plain": {}})
+    mod(Message(RecordDict({"arrays": model()}), NODES[0], "evaluate"), context(NODES[0]), evaluate)
+    assert seen == ["evaluate"]
+    smuggled = Message(first_request().content, NODES[0], "evaluate")
+    with pytest.raises(ProtocolViolation, match="'train' messages only"):
+        mod(smuggled, context(NODES[0]), evaluate)
+
+
+def test_a_later_stage_without_a_session_is_refused() -> None:
+    request = StageRequest("secagg", {}, {"clients": 3, "dimension": 11}, 3, "share_keys", False, b"x")
+    with pytest.raises(ProtocolViolation, match="no session"):
+        PrivaggMod({"secagg": {}})(Message(write_request(request), NODES[0], "train"), context(NODES[0]),
+                                   train_for(NODES[0], []))
+
+
+def test_garbage_stage_bytes_come_back_as_malformed_message() -> None:
+    request = StageRequest("plain", {}, {"clients": 3, "dimension": 11}, 3, "collect_updates", True, b"garbage")
+    message = Message(write_request(request, RecordDict({"arrays": model()})), NODES[0], "train")
+    with pytest.raises(MalformedMessage):
+        PrivaggMod({"plain": {}})(message, context(NODES[0]), train_for(NODES[0], []))
+
+
+def test_train_must_return_the_model_it_received() -> None:
+    def bad_train(msg: Message, ctx: Context) -> Message:
+        return Message(RecordDict({"arrays": ArrayRecord([np.zeros(5, np.float32)])}), reply_to=msg)
+
+    with pytest.raises(InvalidUpdate, match="not the model it received"):
+        PrivaggMod({"plain": {}})(first_request(), context(NODES[0]), bad_train)
+
+
+def test_the_server_must_build_the_round_for_this_model() -> None:
+    with pytest.raises(ProtocolViolation, match="12 values"):
+        PrivaggMod({"plain": {}})(first_request(dimension=12), context(NODES[0]), train_for(NODES[0], []))
+
+
+# -- the model as a vector -------------------------------------------------------------------------
+
+def test_delta_and_weights_updates_rebuild_the_model_in_its_dtypes() -> None:
+    received = model()
+    trained = ArrayRecord([(a + d).astype(a.dtype) for a, d in zip(received.to_numpy_ndarrays(), delta_of(7))])
+    flat = flatten_record(received)
+    delta = update_vector(flat, trained, "delta")
+    weights = update_vector(flat, trained, "weights")
+    np.testing.assert_array_equal(weights - flat[0], delta)
+    via_delta = apply_aggregate(received, delta, "delta").to_numpy_ndarrays()
+    via_weights = apply_aggregate(received, weights, "weights").to_numpy_ndarrays()
+    for a, b, want in zip(via_delta, via_weights, trained.to_numpy_ndarrays()):
+        assert a.dtype == b.dtype == want.dtype and a.shape == want.shape
+        np.testing.assert_array_equal(a, want)
+        np.testing.assert_array_equal(b, want)
+    assert list(apply_aggregate(received, delta, "delta").keys()) == list(received.keys())
+
+
+def test_non_finite_training_results_never_leave_the_client() -> None:
+    broken = [a.copy() for a in model().to_numpy_ndarrays()]
+    broken[0][0, 0] = np.nan
+    with pytest.raises(InvalidUpdate, match="non-finite"):
+        update_vector(flatten_record(model()), ArrayRecord(broken), "delta")
+
+
+def test_socket_directories_of_killed_hosts_are_swept(tmp_path) -> None:
+    import socket
+
+    from privagg.flower.session_host import _sweep_stale
+
+    dead, live, young = (tmp_path / f"privagg-session-{name}" for name in ("dead", "live", "young"))
+    sockets = []
+    for directory in (dead, live, young):
+        directory.mkdir()
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(directory / "session.sock"))
+        server.listen(1)
+        sockets.append(server)
+    sockets[0].close()  # a host killed with SIGKILL: the socket file stays, nobody listens
+    sockets[2].close()  # ... but this one was made a moment ago (a host starting up)
+    old = time.time() - 120
+    for directory in (dead, live):
+        os.utime(directory, (old, old))
+    _sweep_stale(tmp_path)
+    assert not dead.exists() and live.exists() and young.exists()
+    sockets[1].close()
