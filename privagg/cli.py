@@ -235,17 +235,25 @@ def bench_command(mode: str, clients: int, params: int, dropout: float, threshol
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="FedAvg rounds (default 30; 10 quick).")
 @click.option("--quick", is_flag=True, help="Small budgets: minutes, not hours.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Report folder.")
+@click.option("-o", "--option", "options", multiple=True, metavar="MODE:KEY=VALUE",
+              help="An option for one mode, e.g. -o secagg+dp:noise_multiplier=0.5")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def audit_command(modes: str | None, attack_names: str | None, dataset: str, clients: int | None,
-                  rounds: int | None, quick: bool, out: Path, fmt: str) -> None:
+                  rounds: int | None, quick: bool, out: Path, options: tuple[str, ...], fmt: str) -> None:
     """Train with each mode, run each attack under each threat model, write the report."""
     from attacks.audit import malicious_table, run_audit, summary_table  # lazy: needs the attacks extra
 
     def names(text: str | None) -> list[str] | None:
         return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
+    mode_options: dict[str, dict[str, Any]] = {}
+    for item in options:
+        mode, sep, pair = item.partition(":")
+        if not sep or not mode:
+            raise ConfigurationError(f"option {item!r} is not MODE:KEY=VALUE")
+        mode_options.setdefault(mode, {}).update(parse_options([pair]))
     report = run_audit(modes=names(modes), attacks=names(attack_names), dataset=dataset, clients=clients,
-                       rounds=rounds, quick=quick, out=out, progress=fmt == "table")
+                       rounds=rounds, quick=quick, out=out, progress=fmt == "table", mode_options=mode_options)
     if fmt == "json":
         click.echo(json.dumps(report, indent=2, default=str))
         return
