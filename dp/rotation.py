@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from privagg.errors import ConfigurationError, InvalidUpdate
 
-__all__ = ["padded_dimension", "rotation_signs", "rotate", "unrotate"]
+__all__ = ["padded_dimension", "rotation_signs", "rotate", "unrotate", "checked_vector"]
 
 _SIGN_DOMAIN = b"privagg/dp/rotation-signs/v1\x00"
 SEED_BYTES = 32
@@ -80,7 +80,8 @@ def _walsh_hadamard(vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out
 
 
-def _checked_vector(vector: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
+def checked_vector(vector: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
+    """``vector`` as a non-empty 1-D float64 array of finite reals, or ``InvalidUpdate`` naming ``name``."""
     array = np.asarray(vector)
     if array.dtype.kind not in "iuf":
         raise InvalidUpdate(f"{name} must hold real numbers, got dtype {array.dtype}")
@@ -97,7 +98,7 @@ def rotate(vector: npt.ArrayLike, seed: bytes) -> npt.NDArray[np.float64]:
 
     Returns a new float64 array of length ``d`` with the same L2 norm as ``vector``.
     """
-    x = _checked_vector(vector, "the vector to rotate")
+    x = checked_vector(vector, "the vector to rotate")
     d = padded_dimension(x.size)
     padded = np.zeros(d, dtype=np.float64)
     padded[: x.size] = x
@@ -107,7 +108,7 @@ def rotate(vector: npt.ArrayLike, seed: bytes) -> npt.NDArray[np.float64]:
 
 def unrotate(rotated: npt.ArrayLike, seed: bytes, original_length: int) -> npt.NDArray[np.float64]:
     """The inverse of ``rotate``: ``D H y / sqrt(d)``, truncated to ``original_length``."""
-    y = _checked_vector(rotated, "the rotated vector")
+    y = checked_vector(rotated, "the rotated vector")
     d = padded_dimension(original_length)
     if y.size != d:
         raise ConfigurationError(

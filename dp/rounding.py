@@ -34,6 +34,7 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 
+from dp.rotation import checked_vector
 from privagg.errors import ConfigurationError, InvalidUpdate, PrivaggError
 
 __all__ = [
@@ -126,14 +127,7 @@ def conditional_round(
     beta = _checked_beta(beta)
     if isinstance(max_tries, bool) or not isinstance(max_tries, (int, np.integer)) or max_tries < 1:
         raise ConfigurationError(f"max_tries must be a positive int, got {max_tries!r}")
-    array = np.asarray(x)
-    if array.dtype.kind not in "iuf":
-        raise InvalidUpdate(f"the vector to round must hold real numbers, got dtype {array.dtype}")
-    if array.ndim != 1 or array.size == 0:
-        raise InvalidUpdate(f"the vector to round must be non-empty and 1-D, got shape {array.shape}")
-    values = array.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise InvalidUpdate("the vector to round contains NaN or inf")
+    values = checked_vector(x, "the vector to round")
     if math.sqrt(float(np.dot(values, values))) > c * (1.0 + _NORM_SLACK):
         raise InvalidUpdate(f"the vector's L2 norm exceeds c={c:g}: clip it before rounding")
 
