@@ -315,11 +315,16 @@ class Vector(FieldCodec):
         data = np.ascontiguousarray(value, dtype=VECTOR_DTYPES[code])
         w.raw(memoryview(data).cast("B"))
 
-    def read(self, r: Reader, name: str) -> np.ndarray:
+    def _read_dtype(self, r: Reader, name: str) -> np.dtype:
+        """The element type code, refused unless it is one of this field's dtypes."""
         code = r.u8()
         dt = VECTOR_DTYPES.get(code)
         if dt is None or dt.newbyteorder("=") not in self.dtypes:
             raise MalformedMessage(f"{name} has unexpected element type code {code}")
+        return dt
+
+    def read(self, r: Reader, name: str) -> np.ndarray:
+        dt = self._read_dtype(r, name)
         n = r.u64()
         if n > self.max_len:
             raise MalformedMessage(f"{name} declares {n} values, above the limit of {self.max_len}")
@@ -364,10 +369,7 @@ class PackedVector(Vector):
             w.raw(np.packbits(bits[:, :width], bitorder="little").tobytes())
 
     def read(self, r: Reader, name: str) -> np.ndarray:
-        code = r.u8()
-        dt = VECTOR_DTYPES.get(code)
-        if dt is None or dt.newbyteorder("=") not in self.dtypes:
-            raise MalformedMessage(f"{name} has unexpected element type code {code}")
+        dt = self._read_dtype(r, name)
         n = r.u64()
         width = r.u8()
         full = dt.itemsize * 8
