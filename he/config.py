@@ -39,6 +39,7 @@ from typing import Any
 from he.decryptor import Decryptor
 from he.keys import KEY_ID_BYTES, PublicKey, SharedKey
 from he.messages import NO_KEY_ID
+from he.pool import resolve_processes
 from he.params import KEY_HOLDERS, CKKSParameters, KeyHolder
 from privagg.errors import ConfigurationError
 from privagg.interface import Aggregator, ServerView
@@ -68,6 +69,8 @@ class CKKS(Aggregator):
     public_key: the decryptor's :class:`PublicKey` (``"decryptor"``; what a deployed client holds).
     key_id: the key's public id, for a server that wants to pin it (else it learns it from clients).
     keep_ciphertexts: keep each upload in the server view (auditing) or only its size.
+    server_processes: processes the server adds uploads with (1: this one; ``k``: this one and
+        ``k - 1`` workers holding slices of the sums, :mod:`he.pool`; ``"auto"``: one per CPU).
     """
 
     preset: str = "lean"
@@ -84,6 +87,7 @@ class CKKS(Aggregator):
     public_key: PublicKey | None = None
     key_id: bytes | None = None
     keep_ciphertexts: bool = True
+    server_processes: int | str = 1
     params: CKKSParameters = field(init=False, repr=False, compare=False)
     _round_keys: dict[int, SharedKey] = field(init=False, repr=False, compare=False, default_factory=dict)
 
@@ -104,6 +108,7 @@ class CKKS(Aggregator):
             raise ConfigurationError(f"min_clients must be a positive integer, got {self.min_clients!r}")
         if not isinstance(self.keep_ciphertexts, bool):
             raise ConfigurationError(f"keep_ciphertexts must be a bool, got {self.keep_ciphertexts!r}")
+        resolve_processes(self.server_processes)  # refuses a bad value by name
         if self.key_id is not None and (not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_BYTES):
             raise ConfigurationError(f"key_id must be {KEY_ID_BYTES} bytes")
         if self.key_holder == "clients":

@@ -126,30 +126,5 @@ class Ring:
                                     f"the round uses 2^{self.params.scale_bits_resolved}")
         return ciphertext
 
-    def accumulate(self, total: list[Any] | None, blobs: list[bytes], *, seeded: bool, who: str) -> list[Any]:
-        """``total + blobs`` elementwise, all or nothing: the first contribution becomes the total.
-
-        Each blob is loaded into one reused ciphertext and added at once (a server never holds
-        more than one upload's ciphertext in memory); if a later blob is refused, the ones
-        already added are subtracted again, which restores the total bit for bit (addition
-        modulo q is invertible and loading is deterministic), and the error propagates.
-        """
-        what = f"{who}'s ciphertext"
-        if total is None:
-            return [self.load_ciphertext(blob, seeded=seeded, what=f"{what} {i}") for i, blob in enumerate(blobs)]
-        scratch = seal.Ciphertext(self.context)
-        added = 0
-        try:
-            for i, blob in enumerate(blobs):
-                self.evaluator.add_inplace(total[i], self.load_ciphertext(blob, seeded=seeded, what=f"{what} {i}",
-                                                                          into=scratch))
-                added += 1
-        except BaseException:
-            for i in range(added):
-                self.evaluator.sub_inplace(total[i], self.load_ciphertext(blobs[i], seeded=seeded, what=what,
-                                                                          into=scratch))
-            raise
-        return total
-
     def __repr__(self) -> str:
         return f"Ring(N={self.params.poly_modulus_degree}, moduli_bits={list(self.params.coeff_modulus_bits)})"

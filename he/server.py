@@ -45,7 +45,9 @@ from he.messages import (
     as_ciphertext_map,
     ciphertext_blobs,
 )
+from he.pool import PooledSum, ServerPool, resolve_processes
 from he.ring import Ring
+from he.sums import CiphertextSum
 from privagg.errors import AggregationAborted, ConfigurationError, PrivaggError, ProtocolViolation
 from privagg.interface import ServerSession
 from privagg.messages import SERVER_ID, Message, parse_expected
@@ -74,7 +76,8 @@ class CKKSServer(ServerSession):
         self._decryptor = decryptor
         self._key_id = config.expected_key_id()
         self._n_values: int | None = None
-        self._sums: list[Any] | None = None
+        self._processes = resolve_processes(config.server_processes)
+        self._sums: CiphertextSum | PooledSum | None = None
         self._contributors: tuple[int, ...] = ()
         self._candidates: list[int] = []
         self._request: DecryptRequest | None = None
@@ -142,9 +145,12 @@ class CKKSServer(ServerSession):
         if self._key_id != NO_KEY_ID and message.key_id != self._key_id:
             raise ProtocolViolation(f"client {client_id} encrypted under key {message.key_id.hex()}, "
                                     f"the round uses {self._key_id.hex()}")
-        # All or nothing: a refused ciphertext leaves the sums as they were (see Ring.accumulate).
-        self._sums = self._ring.accumulate(self._sums, blobs, seeded=self.key_holder == "clients",
-                                           who=f"client {client_id}")
+        if self._sums is None:
+            seeded = self.key_holder == "clients"
+            self._sums = (ServerPool.shared(self._processes).new_sum(self._ring, seeded=seeded)
+                          if self._processes > 1 else CiphertextSum(self._ring, seeded=seeded))
+        # All or nothing: a refused ciphertext leaves the sums as they were (he.sums, he.pool).
+        self._sums.add(blobs, f"client {client_id}")
         if self._key_id == NO_KEY_ID:
             self._key_id = message.key_id
         self._n_values = message.n_values
@@ -197,11 +203,13 @@ class CKKSServer(ServerSession):
     def _after_collect(self, answers: dict[int, Message]) -> None:
         contributors = tuple(sorted(answers))
         if len(contributors) < self._config.min_clients or self._sums is None or self._n_values is None:
+            if isinstance(self._sums, PooledSum):
+                self._sums.discard()
             raise AggregationAborted(
                 f"only {len(contributors)} of {len(self.client_ids)} clients sent ciphertexts; at least "
                 f"{self._config.min_clients} needed", contributors)
         self._contributors = contributors
-        blobs = as_ciphertext_map([self._ring.dump(ct) for ct in self._sums])
+        blobs = as_ciphertext_map(self._sums.dump())
         self._sums = None
         recipient = DECRYPTOR_ID if self.key_holder == "decryptor" else contributors[0]
         self._request = DecryptRequest(self.round_id, SERVER_ID, recipient, self._params.digest, self._key_id,
