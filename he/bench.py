@@ -1,14 +1,16 @@
 """``privagg bench ckks``: one CKKS round, timed per party, with bytes and errors.
 
 Clients encrypt one after another and the server absorbs each upload as it arrives (as a real
-server does, and so that 50 clients x 1M values never sit in memory at once). Times are
-process CPU seconds (SEAL here is single-threaded, so they match wall time on an idle
-machine). ``encrypt_seconds_per_client`` covers flatten, encode, encrypt and serialize;
+server does, and so that 50 clients x 1M values never sit in memory at once).
+``encrypt_seconds_per_client`` covers flatten, encode, encrypt and serialize;
 ``aggregate_seconds`` is the server (load, check, add, serialize the sum); ``decrypt_seconds``
-is the key holder's release (load, decrypt, check, flood, round). The decryptor is driven
-through the server's deployment API (:meth:`he.server.CKKSServer.decryptor_messages`). The
-clients' key is provisioned (set up once per session, as a deployment would), so the in-round
-key setup is not part of the timed round.
+is the key holder's release (load, decrypt, check, flood, round). Each ``*_seconds`` is wall
+time (what a party waits), each ``*_cpu_seconds`` the CPU time it costs: the same for
+single-threaded SEAL on an idle machine, but with ``server_processes`` above 1 the server's
+CPU time includes its workers' (:mod:`he.pool`), whose start (``pool_start_seconds``) is not
+part of the round. The decryptor is driven through the server's deployment API
+(:meth:`he.server.CKKSServer.decryptor_messages`). The clients' key is provisioned (set up
+once per session, as a deployment would), so the in-round key setup is not timed either.
 """
 
 from __future__ import annotations
@@ -24,12 +26,43 @@ from he.config import COLLECT
 from he.decryptor import Decryptor
 from he.keys import SharedKey
 from he.modes import OPTIONS, make_ckks
+from he.pool import ServerPool, resolve_processes
 from he.server import CKKSServer
 from privagg.errors import ConfigurationError
 
 __all__ = ["run_bench"]
 
 _BENCH_OPTIONS = {"seed", "updates", "dropped", "progress", "security"}
+
+
+class _Clock:
+    """Accumulates wall and CPU time over the ``with`` blocks it times. CPU is this process's,
+    plus the pool's workers' from the first block's start to the last block's end (they work
+    only when the server asks, i.e. inside the blocks; /proc counts in 10 ms ticks)."""
+
+    def __init__(self, pool: ServerPool | None) -> None:
+        self.pool = pool
+        self.wall = self.own_cpu = 0.0
+        self._workers: list[float] = []
+
+    def _worker_cpu(self) -> None:
+        if self.pool is not None:
+            used = self.pool.worker_cpu_seconds()
+            if used is not None:
+                self._workers = [self._workers[0] if self._workers else used, used]
+
+    @property
+    def cpu(self) -> float:
+        return self.own_cpu + (self._workers[1] - self._workers[0] if self._workers else 0.0)
+
+    def __enter__(self) -> None:
+        self._worker_cpu()
+        self._start = (time.perf_counter(), time.process_time())
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall += time.perf_counter() - self._start[0]
+        self.own_cpu += time.process_time() - self._start[1]
+        self._worker_cpu()
 
 
 def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> dict[str, Any]:
@@ -68,13 +101,23 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
     if config.key_holder == "decryptor":
         decryptor = Decryptor(config.params, min_clients=config.min_clients)
         config = replace(config, decryptor=decryptor)
+    processes = resolve_processes(config.server_processes)
+    pool = None
+    pool_start = 0.0
+    if processes > 1:
+        t0 = time.perf_counter()
+        pool = ServerPool.shared(processes)
+        pool.ping()
+        pool_start = time.perf_counter() - t0
+    server_clock = _Clock(pool)
+    client_clock = _Clock(None)
     ids = list(range(clients))
     round_id = 1
-    t0 = time.process_time()
-    server = CKKSServer(config, ids, round_id)  # no in-process link: the decryptor is driven below
-    aggregate_seconds = time.process_time() - t0
+    with server_clock:
+        server = CKKSServer(config, ids, round_id)  # no in-process link: the decryptor is driven below
 
     encrypt_seconds: list[float] = []
+    encrypt_cpu: list[float] = []
     upload_sizes: list[int] = []
     sessions = {}
     if progress is not None:
@@ -83,18 +126,18 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
         if cid in dropped:
             continue
         data = request.to_bytes()
-        t0 = time.process_time()
-        sessions[cid] = config.client(cid, updates[cid], round_id=round_id)
-        upload = sessions[cid].respond(data).to_bytes()
-        encrypt_seconds.append(time.process_time() - t0)
+        one = _Clock(None)
+        with one:
+            sessions[cid] = config.client(cid, updates[cid], round_id=round_id)
+            upload = sessions[cid].respond(data).to_bytes()
+        encrypt_seconds.append(one.wall)
+        encrypt_cpu.append(one.cpu)
         upload_sizes.append(len(upload))
-        t0 = time.process_time()
-        server.receive(cid, upload)
-        aggregate_seconds += time.process_time() - t0
+        with server_clock:
+            server.receive(cid, upload)
         del upload
-    t0 = time.process_time()
-    server.deadline_passed()
-    aggregate_seconds += time.process_time() - t0
+    with server_clock:
+        server.deadline_passed()
 
     if progress is not None:
         progress("decrypt")
@@ -103,19 +146,17 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
     else:
         (request,) = server.messages_to_send().values()
     request_bytes = request.to_bytes()
-    t0 = time.process_time()
-    if decryptor is not None:
-        reply = decryptor.respond(request_bytes).to_bytes()
-    else:
-        reply = sessions[request.recipient].respond(request_bytes).to_bytes()
-    decrypt_seconds = time.process_time() - t0
-    t0 = time.process_time()
-    if decryptor is not None:
-        server.receive_from_decryptor(reply)
-    else:
-        server.receive(request.recipient, reply)
-    server.deadline_passed()
-    aggregate_seconds += time.process_time() - t0
+    with client_clock:
+        if decryptor is not None:
+            reply = decryptor.respond(request_bytes).to_bytes()
+        else:
+            reply = sessions[request.recipient].respond(request_bytes).to_bytes()
+    with server_clock:
+        if decryptor is not None:
+            server.receive_from_decryptor(reply)
+        else:
+            server.receive(request.recipient, reply)
+        server.deadline_passed()
     result = server.result()
 
     included = list(result.included)
@@ -123,6 +164,8 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
     max_abs = float(np.max(np.abs(result.aggregate - reference)))
     scale = float(np.max(np.abs(reference)))
     per_client = float(np.mean(encrypt_seconds))
+    per_client_cpu = float(np.mean(encrypt_cpu))
+    aggregate_seconds, decrypt_seconds = server_clock.wall, client_clock.wall
     p = config.params
     return {
         "mode": "ckks",
@@ -137,6 +180,8 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
         "scale_bits": p.scale_bits_resolved,
         "flood_bits": p.flood_bits_resolved,
         "ciphertexts_per_client": p.ciphertexts_for(params),
+        "server_processes": processes,
+        "pool_start_seconds": pool_start,
         "encrypt_seconds_per_client": per_client,
         "encrypt_seconds_max": float(np.max(encrypt_seconds)),
         "encrypt_seconds_total": float(np.sum(encrypt_seconds)),
@@ -144,6 +189,11 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
         "decrypt_seconds": decrypt_seconds,
         "total_seconds": float(np.sum(encrypt_seconds)) + aggregate_seconds + decrypt_seconds,
         "round_latency_seconds": per_client + aggregate_seconds + decrypt_seconds,
+        "encrypt_cpu_seconds_per_client": per_client_cpu,
+        "aggregate_cpu_seconds": server_clock.cpu,
+        "decrypt_cpu_seconds": client_clock.cpu,
+        "total_cpu_seconds": float(np.sum(encrypt_cpu)) + server_clock.cpu + client_clock.cpu,
+        "round_latency_cpu_seconds": per_client_cpu + server_clock.cpu + client_clock.cpu,
         "bytes_per_client": float(np.mean(upload_sizes)),
         "bytes_per_value": float(np.mean(upload_sizes)) / params,
         "bytes_to_key_holder": len(request_bytes),

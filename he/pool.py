@@ -18,8 +18,10 @@ others are retracted before the error (the first in ciphertext order, with its t
 the running sums with it: the round aborts with :class:`AggregationAborted`.
 
 Frames on the pipes: one op byte, an 8-byte little-endian length, then a JSON header (4-byte
-length first) and blobs (each with an 8-byte length). Replies are ``K`` (done, with blobs for a
-dump) or ``E`` (a typed error: class name and text).
+length first) and blobs (each with an 8-byte length). Uploads do not travel in frames but in a
+memory file each worker shares with this process (the frame names their spans): a pipe costs
+a copy through the kernel in 64 KiB steps, as long as the work it hands over. Replies are
+``K`` (done, with blobs for a dump) or ``E`` (a typed error: class name and text).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import json
+import mmap
 import os
 import struct
 import subprocess
@@ -136,17 +139,22 @@ def parameters_from_json(data: dict[str, Any]) -> CKKSParameters:
 
 # -- the parent's side ------------------------------------------------------------------------------
 class _Worker:
-    """One ``python -m he.worker`` child and the two pipes to it."""
+    """One ``python -m he.worker`` child, the two pipes to it and the shared memory its slices
+    travel through (an anonymous memory file both map: one copy in, none through the pipe)."""
 
     def __init__(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
+        memfd = getattr(os, "memfd_create", None)
+        self.shm_fd = memfd("privagg-pool", 0) if memfd is not None else -1
+        self.shm: mmap.mmap | None = None
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        fds = (to_child_r, from_child_w) + ((self.shm_fd,) if self.shm_fd >= 0 else ())
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "he.worker", str(to_child_r), str(from_child_w)],
-                pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+                [sys.executable, "-m", "he.worker", *map(str, (to_child_r, from_child_w, self.shm_fd))],
+                pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
@@ -159,6 +167,26 @@ class _Worker:
         except (BrokenPipeError, OSError) as exc:
             raise _WorkerGone(f"a server worker process is gone ({exc})") from None
 
+    def send_blobs(self, op: bytes, header: dict[str, Any], blobs: list[bytes]) -> None:
+        """Send ``blobs`` through the shared memory (spans in the header), or the pipe without it.
+        The worker answers before the next frame, so the memory is never overwritten under it."""
+        if self.shm_fd < 0:  # pragma: no cover - no memfd (not Linux)
+            self.send(op, header, blobs)
+            return
+        size = sum(len(b) for b in blobs)
+        if self.shm is None or len(self.shm) < size:
+            if self.shm is not None:
+                self.shm.close()
+            capacity = max(size, 1 << 20)
+            os.ftruncate(self.shm_fd, capacity)
+            self.shm = mmap.mmap(self.shm_fd, capacity)
+        spans, pos = [], 0
+        for blob in blobs:
+            self.shm[pos:pos + len(blob)] = blob
+            spans.append((pos, len(blob)))
+            pos += len(blob)
+        self.send(op, {**header, "spans": spans})
+
     def reply(self) -> tuple[PrivaggError | None, list[bytes]]:
         frame = read_frame(self.reader)
         if frame is None:
@@ -169,6 +197,12 @@ class _Worker:
         return ERRORS.get(header.get("kind", ""), PrivaggError)(header.get("text", "worker error")), []
 
     def close(self) -> None:
+        if self.shm is not None:
+            self.shm.close()
+            self.shm = None
+        if self.shm_fd >= 0:
+            os.close(self.shm_fd)
+            self.shm_fd = -1
         for f in (self.writer, self.reader):
             try:
                 f.close()
@@ -216,6 +250,28 @@ class ServerPool:
     @property
     def alive(self) -> bool:
         return not self.closed and all(w.process.poll() is None for w in self.workers)
+
+    def ping(self) -> None:
+        """Wait until every worker is up and answering (their start is not part of any round)."""
+        with self.lock:
+            self.flush_abandoned()
+            for worker in self.workers:
+                worker.send(DISCARD, {"token": 0})
+            for worker in self.workers:
+                worker.reply()
+
+    def worker_cpu_seconds(self) -> float | None:
+        """CPU seconds the workers have used so far (user + system; Linux ``/proc``, else None)."""
+        total = 0.0
+        try:
+            tick = os.sysconf("SC_CLK_TCK")
+            for worker in self.workers:
+                with open(f"/proc/{worker.process.pid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15)
+        except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+            return None
+        return total
 
     def new_sum(self, ring: Ring, *, seeded: bool) -> PooledSum:
         return PooledSum(self, ring, seeded=seeded, token=next(self._tokens))
@@ -303,7 +359,7 @@ class PooledSum:
         if self._bounds[-1][1] != len(blobs):
             raise ValueError(f"{len(blobs)} ciphertexts for a sum of {self._bounds[-1][1]}")  # caller's bug
         for worker, (start, stop) in zip(self._begun, self._bounds[1:]):
-            worker.send(ADD, {"token": self.token, "who": who}, blobs[start:stop])
+            worker.send_blobs(ADD, {"token": self.token, "who": who}, blobs[start:stop])
         own_start, own_stop = self._bounds[0]
         errors: list[PrivaggError | None] = []
         try:
@@ -321,7 +377,7 @@ class PooledSum:
         retracting = [w for w, e in zip(self._begun, errors[1:]) if e is None]
         for worker in retracting:
             start, stop = self._bounds[1 + self._begun.index(worker)]
-            worker.send(RETRACT, {"token": self.token, "who": who}, blobs[start:stop])
+            worker.send_blobs(RETRACT, {"token": self.token, "who": who}, blobs[start:stop])
         for worker in retracting:
             error, _ = worker.reply()
             if error is not None:  # pragma: no cover - a retraction reloads blobs that loaded once

@@ -41,15 +41,16 @@ N_CT = 3 * MIN_SLICE + 2  # enough ciphertexts for three slices
 N_VALUES = N_CT * PARAMS.values_per_ciphertext - 5
 
 
-def uploads(count, seed=0):
-    """``count`` clients' seeded ciphertexts of random updates (lists of blobs)."""
+def uploads(count, seed=0, n_ct=N_CT):
+    """``count`` clients' seeded ciphertexts of random updates (lists of ``n_ct`` blobs)."""
     config = CKKS(shared_key=KEY, min_clients=1)
     rng = np.random.default_rng(seed)
     out = []
     for cid in range(count):
-        client = CKKSClient(config, cid, rng.uniform(-1, 1, N_VALUES), 1, shared_key=KEY)
+        values = rng.uniform(-1, 1, n_ct * PARAMS.values_per_ciphertext - 5)
+        client = CKKSClient(config, cid, values, 1, shared_key=KEY)
         reply = client.respond(EncryptRequest(1, SERVER_ID, cid, PARAMS.digest, KEY.key_id, b""))
-        out.append([reply.ciphertexts[i] for i in range(N_CT)])
+        out.append([reply.ciphertexts[i] for i in range(n_ct)])
     return out
 
 
@@ -116,6 +117,23 @@ def test_first_error_in_ciphertext_order_is_raised(pool3):
     with pytest.raises(MalformedMessage, match=f"ciphertext {MIN_SLICE + 1}\\b"):
         pooled.add(bad, "client 1")
     assert pooled.dump() == local_dump(UPLOADS[:1])
+
+
+def test_shared_memory_grows_between_rounds():
+    pool = ServerPool(2)
+    try:
+        small = [blobs[: 2 * MIN_SLICE] for blobs in UPLOADS[:2]]
+        first = pool.new_sum(RING, seeded=True)
+        for blobs in small:
+            first.add(blobs, "c")
+        assert first.dump() == local_dump(small)
+        large = uploads(2, seed=1, n_ct=80)  # over 1 MiB a slice: the memory file grows under the worker
+        second = pool.new_sum(RING, seeded=True)
+        for blobs in large:
+            second.add(blobs, "c")
+        assert second.dump() == local_dump(large)
+    finally:
+        pool.close()
 
 
 def test_small_updates_stay_in_this_process(pool3):
