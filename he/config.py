@@ -56,7 +56,7 @@ SETUP_STAGES = (ADVERTISE, DEAL, COLLECT, DECRYPT)
 class CKKS(Aggregator):
     """CKKS homomorphic aggregation: the server adds ciphertexts it cannot decrypt.
 
-    preset: ``"lean"`` (default), ``"compact"`` or ``"standard"`` (see :data:`he.params.PRESETS`);
+    preset: ``"lean"`` (default), ``"fast"``, ``"compact"`` or ``"standard"`` (see :data:`he.params.PRESETS`);
         ``poly_modulus_degree`` / ``coeff_modulus_bits`` override its ring.
     key_holder: ``"clients"`` (a shared secret key, seeded symmetric ciphertexts) or
         ``"decryptor"`` (a separate decryptor party, public-key ciphertexts).

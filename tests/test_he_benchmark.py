@@ -27,9 +27,10 @@ def test_ckks_vs_flare_quick(tmp_path, capfd):
     (run,) = report["runs"]
     flare, ours = run["flare_style"], run["ours_lean_clients"]
     assert flare["layers"] == 9 and flare["context_bytes"] > 100_000
-    for name in ("flare_style", "ours_lean_clients", "ours_lean_decryptor", "ours_compact_clients",
-                 "ours_standard_clients"):
+    for name in ("flare_style", *bench.CONFIGURATIONS):
         assert 0 < run[name]["max_rel_error"] <= 1e-6, name
+        assert run[name]["round_latency_seconds"] > 0 and run[name]["latency_seconds_of_repeats"], name
     assert ours["bytes_per_value"] < flare["bytes_per_value"] / 10
+    assert ours["server_processes"] >= 1 and run["ours_lean_clients_one_process"]["server_processes"] == 1
     assert all(value > 0 for value in run["ratios"].values())
     assert run["targets"]["max_rel_error_at_most_1e-6"] is True

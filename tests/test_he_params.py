@@ -24,6 +24,8 @@ def test_the_security_table_is_seals():
 @pytest.mark.parametrize("preset, key_holder, scale_bits, flood_bits, data_bits", [
     ("lean", "clients", 48, 17, 60),
     ("lean", "decryptor", 48, 11, 60),
+    ("fast", "clients", 48, 17, 60),
+    ("fast", "decryptor", 48, 10, 60),
     ("compact", "clients", 40, 9, 52),
     ("standard", "clients", 88, 40, 100),
     ("standard", "decryptor", 88, 40, 100),

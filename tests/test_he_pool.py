@@ -4,6 +4,7 @@ a dead worker aborts the round and the next round gets fresh workers; the worker
 refuses truncated frames."""
 
 import io
+import json
 import os
 import signal
 
@@ -229,3 +230,17 @@ def test_bad_process_counts_are_refused(bad):
 
 def test_auto_is_every_usable_cpu():
     assert resolve_processes("auto") == len(os.sched_getaffinity(0))
+
+
+def test_bench_with_a_pool_reports_wall_and_cpu_time(capsys):
+    from privagg.cli import main
+
+    values = 2 * MIN_SLICE * PARAMS.values_per_ciphertext
+    code = main(["bench", "ckks", "--clients", "3", "--params", str(values), "--dropout", "0",
+                 "-o", "server_processes=2", "--format", "json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["server_processes"] == 2 and report["max_rel_error"] <= 1e-6
+    for key in ("aggregate_seconds", "aggregate_cpu_seconds", "round_latency_seconds", "round_latency_cpu_seconds",
+                "encrypt_cpu_seconds_per_client", "decrypt_cpu_seconds", "total_cpu_seconds"):
+        assert report[key] > 0, key
