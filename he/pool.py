@@ -240,6 +240,8 @@ class ServerPool:
         self.processes = resolve_processes(processes)
         if self.processes < 2:
             raise ConfigurationError("a ServerPool needs at least 2 processes (1 means: add in this process)")
+        if os.name != "posix":  # pragma: no cover - pass_fds and /proc are POSIX
+            raise ConfigurationError("server_processes above 1 needs a POSIX system; use server_processes=1")
         self.lock = threading.Lock()  # one exchange with the workers at a time
         self._tokens = itertools.count(1)
         self._abandoned: list[tuple[int, list[_Worker]]] = []  # discarded at the next exchange
