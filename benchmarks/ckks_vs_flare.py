@@ -39,14 +39,13 @@ import io
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from he.bench import run_bench
+from he.bench import Clock, run_bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -85,20 +84,6 @@ def layer_sizes(total: int) -> list[int]:
     return sizes
 
 
-class _Timer:
-    """Wall and CPU seconds of the ``with`` blocks it times, added up."""
-
-    def __init__(self) -> None:
-        self.wall = self.cpu = 0.0
-
-    def __enter__(self) -> None:
-        self._start = (time.perf_counter(), time.process_time())
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall += time.perf_counter() - self._start[0]
-        self.cpu += time.process_time() - self._start[1]
-
-
 def run_flare_style(updates: np.ndarray, sizes: list[int]) -> dict[str, Any]:
     """The FLARE approach described in the module docstring, timed per party."""
     import tenseal as ts
@@ -110,13 +95,13 @@ def run_flare_style(updates: np.ndarray, sizes: list[int]) -> dict[str, Any]:
         server_bytes = context.serialize(save_secret_key=False)
         server_context = ts.context_from(server_bytes)
         offsets = np.cumsum([0] + sizes)
-        encrypt: list[_Timer] = []
+        encrypt: list[Clock] = []
         upload_bytes = []
         totals: list[Any] = [None] * len(sizes)
-        server, decrypt = _Timer(), _Timer()
+        server, decrypt = Clock(), Clock()
         for i in range(n):
             values = updates[i].astype(np.float64)
-            encrypt.append(_Timer())
+            encrypt.append(Clock())
             with encrypt[-1]:
                 blobs = [ts.ckks_vector(context, values[offsets[k]:offsets[k + 1]]).serialize()
                          for k in range(len(sizes))]

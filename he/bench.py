@@ -30,39 +30,43 @@ from he.pool import ServerPool, resolve_processes
 from he.server import CKKSServer
 from privagg.errors import ConfigurationError
 
-__all__ = ["run_bench"]
+__all__ = ["run_bench", "Clock"]
 
 _BENCH_OPTIONS = {"seed", "updates", "dropped", "progress", "security"}
 
 
-class _Clock:
-    """Accumulates wall and CPU time over the ``with`` blocks it times. CPU is this process's,
-    plus the pool's workers' from the first block's start to the last block's end (they work
-    only when the server asks, i.e. inside the blocks; /proc counts in 10 ms ticks)."""
+class Clock:
+    """Adds up the wall and CPU seconds of the ``with`` blocks it times. CPU is this process's,
+    plus, given a pool, its workers' from the first block's start to the last block's end (they
+    work only when the server asks, i.e. inside the blocks; /proc counts in 10 ms ticks)."""
 
-    def __init__(self, pool: ServerPool | None) -> None:
+    def __init__(self, pool: ServerPool | None = None) -> None:
         self.pool = pool
         self.wall = self.own_cpu = 0.0
-        self._workers: list[float] = []
+        self._workers_first: float | None = None
+        self._workers_last: float | None = None
 
-    def _worker_cpu(self) -> None:
-        if self.pool is not None:
-            used = self.pool.worker_cpu_seconds()
-            if used is not None:
-                self._workers = [self._workers[0] if self._workers else used, used]
+    def _read_workers(self) -> None:
+        used = self.pool.worker_cpu_seconds() if self.pool is not None else None
+        if used is not None:
+            self._workers_last = used
+            if self._workers_first is None:
+                self._workers_first = used
 
     @property
     def cpu(self) -> float:
-        return self.own_cpu + (self._workers[1] - self._workers[0] if self._workers else 0.0)
+        if self._workers_first is None or self._workers_last is None:
+            return self.own_cpu
+        return self.own_cpu + self._workers_last - self._workers_first
 
     def __enter__(self) -> None:
-        self._worker_cpu()
+        self._read_workers()
         self._start = (time.perf_counter(), time.process_time())
 
     def __exit__(self, *exc: object) -> None:
         self.wall += time.perf_counter() - self._start[0]
         self.own_cpu += time.process_time() - self._start[1]
-        self._worker_cpu()
+        self._read_workers()
 
 
 def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> dict[str, Any]:
@@ -109,8 +113,8 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
         pool = ServerPool.shared(processes)
         pool.ping()
         pool_start = time.perf_counter() - t0
-    server_clock = _Clock(pool)
-    client_clock = _Clock(None)
+    server_clock = Clock(pool)
+    client_clock = Clock()
     ids = list(range(clients))
     round_id = 1
     with server_clock:
@@ -126,7 +130,7 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
         if cid in dropped:
             continue
         data = request.to_bytes()
-        one = _Clock(None)
+        one = Clock()
         with one:
             sessions[cid] = config.client(cid, updates[cid], round_id=round_id)
             upload = sessions[cid].respond(data).to_bytes()

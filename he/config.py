@@ -39,8 +39,8 @@ from typing import Any
 from he.decryptor import Decryptor
 from he.keys import KEY_ID_BYTES, PublicKey, SharedKey
 from he.messages import NO_KEY_ID
-from he.pool import resolve_processes
 from he.params import KEY_HOLDERS, CKKSParameters, KeyHolder
+from he.pool import resolve_processes
 from privagg.errors import ConfigurationError
 from privagg.interface import Aggregator, ServerView
 from privagg.threats import Disclosure, ThreatModel

@@ -6,8 +6,8 @@ while it does: threads cannot share that work, processes can. A :class:`ServerPo
 ``processes`` splits each upload's ``k`` ciphertexts into ``processes`` contiguous slices; this
 process adds the first slice while ``processes - 1`` worker processes (``python -m he.worker``)
 add theirs, each into its own :class:`~he.sums.CiphertextSum`. The server's wall time per upload
-falls by about the number of cores; the CPU work stays the same (plus the copy of each slice
-through a pipe), which the benchmark reports separately.
+falls by about the number of cores; the CPU work stays the same (plus one copy of each slice
+into shared memory), which the benchmark reports separately.
 
 What crosses. Workers hold what the server holds and nothing else: the public parameters and
 ciphertexts. They are started once per pool (:meth:`ServerPool.shared` keeps one per size for
@@ -164,7 +164,7 @@ class _Worker:
     def send(self, op: bytes, header: dict[str, Any], blobs: list[bytes] = ()) -> None:
         try:
             write_frame(self.writer, op, header, blobs)
-        except (BrokenPipeError, OSError) as exc:
+        except OSError as exc:  # BrokenPipeError included
             raise _WorkerGone(f"a server worker process is gone ({exc})") from None
 
     def send_blobs(self, op: bytes, header: dict[str, Any], blobs: list[bytes]) -> None:
@@ -219,6 +219,20 @@ class _WorkerGone(PrivaggError):
     pass
 
 
+def _exchange(requests: list[tuple[_Worker, bytes, dict[str, Any], list[bytes]]]) -> None:
+    """Send every request (through shared memory when it carries blobs), then read every reply,
+    so the workers run at once; raise the first error in request order."""
+    for worker, op, header, blobs in requests:
+        if blobs:
+            worker.send_blobs(op, header, blobs)
+        else:
+            worker.send(op, header)
+    errors = [worker.reply()[0] for worker, *_ in requests]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+
+
 class ServerPool:
     """``processes - 1`` worker processes that hold slices of the server's running sums."""
 
@@ -257,10 +271,7 @@ class ServerPool:
         """Wait until every worker is up and answering (their start is not part of any round)."""
         with self.lock:
             self.flush_abandoned()
-            for worker in self.workers:
-                worker.send(DISCARD, {"token": 0})
-            for worker in self.workers:
-                worker.reply()
+            _exchange([(worker, DISCARD, {"token": 0}, []) for worker in self.workers])
 
     def worker_cpu_seconds(self) -> float | None:
         """CPU seconds the workers have used so far (user + system; Linux ``/proc``, else None)."""
@@ -286,10 +297,7 @@ class ServerPool:
         """Tell the workers to drop abandoned rounds; call with :attr:`lock` held."""
         while self._abandoned:
             token, workers = self._abandoned.pop()
-            for worker in workers:
-                worker.send(DISCARD, {"token": token})
-            for worker in workers:
-                worker.reply()
+            _exchange([(worker, DISCARD, {"token": token}, []) for worker in workers])
 
     def close(self) -> None:
         if not self.closed:
@@ -331,13 +339,9 @@ class PooledSum:
         self._bounds = _slices(count, parts)
         self._own = CiphertextSum(self.ring, seeded=self.seeded, first=0)
         header = {"token": self.token, "params": parameters_to_json(self.ring.params), "seeded": self.seeded}
-        for worker, (start, _) in zip(self.pool.workers, self._bounds[1:]):
-            worker.send(BEGIN, {**header, "first": start})
-            self._begun.append(worker)
-        for worker in self._begun:
-            error, _ = worker.reply()
-            if error is not None:
-                raise error
+        self._begun = self.pool.workers[:len(self._bounds) - 1]
+        _exchange([(worker, BEGIN, {**header, "first": start}, [])
+                   for worker, (start, _) in zip(self._begun, self._bounds[1:])])
 
     def _check(self) -> None:
         if self._broken:
@@ -376,14 +380,10 @@ class PooledSum:
             return
         if errors[0] is None:
             self._own.retract(blobs[own_start:own_stop], who)
-        retracting = [w for w, e in zip(self._begun, errors[1:]) if e is None]
-        for worker in retracting:
-            start, stop = self._bounds[1 + self._begun.index(worker)]
-            worker.send_blobs(RETRACT, {"token": self.token, "who": who}, blobs[start:stop])
-        for worker in retracting:
-            error, _ = worker.reply()
-            if error is not None:  # pragma: no cover - a retraction reloads blobs that loaded once
-                raise error
+        # A retraction reloads blobs that loaded once: it cannot be refused.
+        _exchange([(worker, RETRACT, {"token": self.token, "who": who}, blobs[start:stop])
+                   for worker, (start, stop), error in zip(self._begun, self._bounds[1:], errors[1:])
+                   if error is None])
         raise first_error
 
     def dump(self) -> list[bytes]:

@@ -203,7 +203,7 @@ class CKKSServer(ServerSession):
     def _after_collect(self, answers: dict[int, Message]) -> None:
         contributors = tuple(sorted(answers))
         if len(contributors) < self._config.min_clients or self._sums is None or self._n_values is None:
-            if isinstance(self._sums, PooledSum):
+            if self._sums is not None:
                 self._sums.discard()
             raise AggregationAborted(
                 f"only {len(contributors)} of {len(self.client_ids)} clients sent ciphertexts; at least "

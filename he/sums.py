@@ -73,5 +73,9 @@ class CiphertextSum:
             raise ValueError("no upload has been added")  # caller's bug: the server checks first
         return [self.ring.dump(ct) for ct in self._total]
 
+    def discard(self) -> None:
+        """Drop the sum (an aborted round)."""
+        self._total, self._scratch, self.uploads = None, None, 0
+
     def __repr__(self) -> str:
         return f"CiphertextSum(first={self.first}, uploads={self.uploads}, seeded={self.seeded})"
