@@ -214,17 +214,7 @@ def bench_command(mode: str, clients: int, params: int, dropout: float, threshol
     run_bench = targets[mode].load()
     report = {k: v for k, v in run_bench(clients=clients, params=params, dropout=dropout, **opts).items()
               if not isinstance(v, (list, np.ndarray))}
-    if fmt == "json":
-        click.echo(json.dumps(report, indent=2))
-        return
-    from rich.table import Table
-
-    table = Table(title=f"privagg bench {mode}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in report.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    _console().print(table)
+    _echo_result(report, fmt, f"privagg bench {mode}", column="measure", digits=4)
 
 
 @cli.command("audit")
@@ -282,17 +272,19 @@ def _accounting_options(fn: Any) -> Any:
     return fn
 
 
-def _echo_result(result: dict[str, Any], fmt: str, title: str) -> None:
+def _echo_result(result: dict[str, Any], fmt: str, title: str, *, column: str = "quantity",
+                 digits: int = 6) -> None:
+    """``result`` as JSON, or as a two-column table (floats to ``digits`` significant digits)."""
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
     from rich.table import Table
 
     table = Table(title=title)
-    table.add_column("quantity")
+    table.add_column(column)
     table.add_column("value", justify="right")
     for key, value in result.items():
-        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+        table.add_row(key, f"{value:.{digits}g}" if isinstance(value, float) else str(value))
     _console().print(table)
 
 
