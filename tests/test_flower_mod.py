@@ -16,7 +16,6 @@ import pytest
 pytest.importorskip("flwr")
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
-from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from privagg.errors import InvalidUpdate, MalformedMessage, ProtocolViolation  # noqa: E402
 from privagg.flower.arrays import apply_aggregate, flatten_record, update_vector  # noqa: E402
@@ -28,12 +27,7 @@ from privagg.registry import make_aggregator  # noqa: E402
 NODES = (1001, 2002, 3003)
 
 
-@pytest.fixture(autouse=True)
-def task_identity():
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+pytestmark = pytest.mark.usefixtures("flower_task_identity")  # tests/conftest.py
 
 
 def model() -> ArrayRecord:

@@ -15,7 +15,6 @@ pytest.importorskip("flwr")
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, no_object_id_recompute  # noqa: E402
 from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents  # noqa: E402
-from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from privagg.errors import ConfigurationError, MalformedMessage, ProtocolViolation  # noqa: E402
 from privagg.flower.federation import _toml  # noqa: E402
@@ -37,13 +36,7 @@ REQUEST = StageRequest(mode="secagg+", options={"clip": 0.5, "threshold": 3}, hi
                        update="delta", arrays_key="arrays", session_timeout=120.0)
 
 
-@pytest.fixture(autouse=True)
-def task_identity():
-    """Flower stamps messages with the running task's ids; outside a run, set them."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+pytestmark = pytest.mark.usefixtures("flower_task_identity")  # tests/conftest.py
 
 
 def user_records() -> RecordDict:
