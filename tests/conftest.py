@@ -1,4 +1,8 @@
+import importlib
 import os
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -23,3 +27,18 @@ def flower_task_identity():
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     yield
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture
+def load_benchmark():
+    """A function importing one of benchmarks/*.py by name (they are scripts, not a package)."""
+    folder = str(Path(__file__).resolve().parent.parent / "benchmarks")
+
+    def load(name: str) -> Any:
+        sys.path.insert(0, folder)
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(folder)
+
+    return load

@@ -2,26 +2,14 @@
 asserted here: the figures come from the full runs, written to benchmarks/results/."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
-
-def _load(name):
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-
-
-def test_secagg_vs_flower_quick(tmp_path):
+def test_secagg_vs_flower_quick(tmp_path, load_benchmark):
     pytest.importorskip("flwr")
     out = tmp_path / "secagg.json"
-    bench = _load("secagg_vs_flower")
+    bench = load_benchmark("secagg_vs_flower")
     report = bench.main(["--clients", "12", "--params", "2000", "--num-shares", "7", "--threshold", "4",
                          "--out", str(out)])
     assert json.loads(out.read_text())["config"]["clients"] == 12

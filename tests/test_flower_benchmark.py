@@ -4,23 +4,17 @@ Speed is not asserted: the figures come from the full run, in benchmarks/results
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("flwr")
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 pytestmark = pytest.mark.slow
 
 
-def test_flower_round_benchmark_quick(tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        bench = __import__("flower_round")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def test_flower_round_benchmark_quick(tmp_path: Path, load_benchmark) -> None:
+    bench = load_benchmark("flower_round")
     out = tmp_path / "flower_round.json"
     report = bench.main(["--nodes", "3", "--params", "2000", "--variants", "flower,privagg", "--stage-timeout", "60",
                          "--out", str(out)])

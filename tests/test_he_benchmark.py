@@ -2,22 +2,14 @@
 clean of TenSEAL's C++ warnings. Speed is not asserted: the figures come from the full run."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("tenseal")
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
-
-def test_ckks_vs_flare_quick(tmp_path, capfd):
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        bench = __import__("ckks_vs_flare")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def test_ckks_vs_flare_quick(tmp_path, capfd, load_benchmark):
+    bench = load_benchmark("ckks_vs_flare")
     out = tmp_path / "ckks.json"
     report = bench.main(["--quick", "--out", str(out)])
     stdout = capfd.readouterr().out
