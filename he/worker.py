@@ -47,14 +47,11 @@ class _Shared:
             if self.map is not None:
                 self.map.close()
             self.map = mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
-        whole = memoryview(self.map)
-        out = []
-        for start, length in spans:
+        for start, length in spans:  # all checked before any view exists: a view left behind pins the map
             if not (0 <= start and 0 <= length and start + length <= size):
                 raise MalformedMessage(f"span ({start}, {length}) outside the {size}-byte shared memory")
-            out.append(whole[start:start + length])
-        whole.release()
-        return out
+        with memoryview(self.map) as whole:
+            return [whole[start:start + length] for start, length in spans]
 
 
 def serve(inp: IO[bytes], out: IO[bytes], shared_fd: int = -1) -> None:

@@ -244,3 +244,22 @@ def test_bench_with_a_pool_reports_wall_and_cpu_time(capsys):
     for key in ("aggregate_seconds", "aggregate_cpu_seconds", "round_latency_seconds", "round_latency_cpu_seconds",
                 "encrypt_cpu_seconds_per_client", "decrypt_cpu_seconds", "total_cpu_seconds"):
         assert report[key] > 0, key
+
+
+def test_a_bad_span_is_refused_and_the_shared_memory_still_grows():
+    from he.worker import _Shared
+
+    fd = os.memfd_create("test-pool")
+    try:
+        os.ftruncate(fd, 100)
+        os.pwrite(fd, bytes(range(100)), 0)
+        shared = _Shared(fd)
+        with pytest.raises(MalformedMessage, match="outside the 100-byte"):
+            shared.views([[0, 10], [95, 10]])
+        os.ftruncate(fd, 1000)  # the parent grows the file: the worker remaps, no view left behind
+        os.pwrite(fd, b"grown", 900)
+        (view,) = shared.views([[900, 5]])
+        assert bytes(view) == b"grown"
+        view.release()
+    finally:
+        os.close(fd)
