@@ -75,6 +75,10 @@ class Mechanism(ABC):
         """The released aggregate, from what the protocol summed."""
         return aggregate
 
+    def encoded_dimension(self, dimension: int | None) -> int | None:
+        """The length of what :meth:`client_update` hands the protocol, for updates of ``dimension``."""
+        return dimension
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Public parameters, for reports."""
@@ -230,6 +234,9 @@ class DistributedDiscreteGaussian(Mechanism):
     @property
     def padded_dimension(self) -> int:
         return int(self._derived["padded_dimension"])  # type: ignore[attr-defined]
+
+    def encoded_dimension(self, dimension: int | None) -> int:
+        return self.padded_dimension
 
     @property
     def client_variance(self) -> Fraction:

@@ -114,9 +114,11 @@ class Private(Aggregator):
         transformed = self.mechanism.client_update(vector, round_id=round_id)
         return self._inner.client(client_id, transformed, round_id=round_id, seed=seed)  # type: ignore[attr-defined,no-any-return]
 
-    def server(self, client_ids: Iterable[int], *, round_id: int = 0) -> ServerSession:
+    def server(self, client_ids: Iterable[int], *, round_id: int = 0, dimension: int | None = None) -> ServerSession:
         self.check_budget()
-        return _PrivateServer(self, self._inner.server(client_ids, round_id=round_id))  # type: ignore[attr-defined]
+        inner = self._inner.server(client_ids, round_id=round_id,  # type: ignore[attr-defined]
+                                   dimension=self.mechanism.encoded_dimension(dimension))
+        return _PrivateServer(self, inner)
 
     def disclose(self, view: ServerView, threat: ThreatModel) -> Disclosure:
         inner = self._inner.disclose(view, threat)  # type: ignore[attr-defined]

@@ -159,7 +159,7 @@ class CKKS(Aggregator):
             return CKKSClient(self, client_id, update, round_id, shared_key=self.shared_key)
         return CKKSClient(self, client_id, update, round_id, public_key=self._public_key())
 
-    def server(self, client_ids: Iterable[int], *, round_id: int = 0) -> Any:
+    def server(self, client_ids: Iterable[int], *, round_id: int = 0, dimension: int | None = None) -> Any:
         """A server session; with an in-process decryptor (simulations) it is wired in."""
         from he.server import CKKSServer
 

@@ -501,8 +501,9 @@ class Aggregator(ABC):
         """
 
     @abstractmethod
-    def server(self, client_ids: Iterable[int], *, round_id: int = 0) -> ServerSession:
-        """A session for the server of one round among ``client_ids``."""
+    def server(self, client_ids: Iterable[int], *, round_id: int = 0, dimension: int | None = None) -> ServerSession:
+        """A session for the server of one round among ``client_ids``; ``dimension`` is the
+        length of every update (modes that must refuse uploads of any other length need it)."""
 
     @abstractmethod
     def disclose(self, view: ServerView, threat: ThreatModel) -> Disclosure:

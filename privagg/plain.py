@@ -77,7 +77,7 @@ class Plain(Aggregator):
     def client(self, client_id: int, update: Any, *, round_id: int = 0, seed: int | None = None) -> PlainClient:
         return PlainClient(self, client_id, update, round_id, seed)
 
-    def server(self, client_ids: Iterable[int], *, round_id: int = 0) -> PlainServer:
+    def server(self, client_ids: Iterable[int], *, round_id: int = 0, dimension: int | None = None) -> PlainServer:
         return PlainServer(self, client_ids, round_id)
 
     def disclose(self, view: ServerView, threat: ThreatModel) -> Disclosure:

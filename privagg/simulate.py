@@ -11,7 +11,14 @@ from privagg.encoding.structure import flatten
 from privagg.errors import ConfigurationError, InvalidUpdate
 from privagg.interface import AggregationResult, Aggregator, Traffic, check_client_ids
 
-__all__ = ["simulate", "client_seeds", "normalise_updates"]
+__all__ = ["simulate", "client_seeds", "normalise_updates", "update_dimension"]
+
+
+def update_dimension(by_id: Mapping[int, Any]) -> int | None:
+    """The flat length of the (already normalised, equally shaped) updates."""
+    for update in by_id.values():
+        return flatten(update)[1].size
+    return None
 
 
 def normalise_updates(updates: Mapping[int, Any] | Sequence[Any]) -> dict[int, Any]:
@@ -76,7 +83,7 @@ def simulate(
             raise ConfigurationError(f"unknown stage {stage!r} for mode {aggregator.mode!r}; stages: {list(stages)}")
         drop_from[cid] = stages.index(stage)
 
-    server = aggregator.server(ids, round_id=round_id)
+    server = aggregator.server(ids, round_id=round_id, dimension=update_dimension(by_id))
     seeds = client_seeds(seed, ids)
     clients = {cid: aggregator.client(cid, by_id[cid], round_id=round_id, seed=seeds[cid]) for cid in ids}
     up = down = n_up = n_down = 0

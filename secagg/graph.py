@@ -82,3 +82,24 @@ def neighbour_graph(roster: Sequence[int], k: int, seed: bytes) -> dict[int, fro
         if k % 2 == 1:
             graph[cid].add(order[(i + n // 2) % n])
     return {cid: frozenset(peers) for cid, peers in graph.items()}
+
+
+class NeighbourGraph:
+    """One round's graph (interim implementation over :func:`neighbour_graph`)."""
+
+    def __init__(self, roster: Sequence[int], k: int, seed: bytes) -> None:
+        self._roster = tuple(roster)
+        self._k = k
+        self._seed = seed
+        self._full: dict[int, frozenset[int]] | None = None
+
+    def full(self) -> dict[int, frozenset[int]]:
+        if self._full is None:
+            self._full = neighbour_graph(self._roster, self._k, self._seed)
+        return self._full
+
+    def neighbours(self, cid: int) -> frozenset[int]:
+        return self.full()[cid]
+
+    def are_neighbours(self, a: int, b: int) -> bool:
+        return b in self.full()[a]

@@ -3,7 +3,9 @@
 Each client holds two X25519 key pairs per round: ``cipher`` keys, from which pairwise AES-GCM
 keys encrypt the Shamir shares it sends through the server, and ``mask`` keys, from which
 pairwise mask seeds are derived. Every derived key is bound by HKDF-SHA256 to its purpose, the
-round and the (unordered) pair of client ids, so no key ever serves twice.
+session (the digest of the round's announced header, :func:`secagg.transcript.header_digest`,
+which names the round id, the roster, the parameters and the server's fresh nonce) and the
+(unordered) pair of client ids, so no key ever serves twice.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from privagg.errors import ProtocolViolation
 
 __all__ = ["KEY_BYTES", "NONCE_BYTES", "TAG_BYTES", "generate_key_pair", "public_bytes", "private_bytes",
            "private_from_bytes", "public_from_bytes", "pair_secret", "mask_seed", "share_key",
-           "encrypt_share", "decrypt_share"]
+           "encrypt_share", "decrypt_share", "check_public_key"]
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -53,9 +55,9 @@ def public_from_bytes(data: bytes, owner: int) -> X25519PublicKey:
         raise ProtocolViolation(f"client {owner}'s public key is not a valid X25519 key") from None
 
 
-def _pair_info(purpose: bytes, round_id: int, a: int, b: int) -> bytes:
+def _pair_info(purpose: bytes, session: bytes, a: int, b: int) -> bytes:
     low, high = min(a, b), max(a, b)
-    return _LABEL + purpose + struct.pack("<QQQ", round_id, low, high)
+    return _LABEL + purpose + session + struct.pack("<QQ", low, high)
 
 
 def pair_secret(private: X25519PrivateKey, peer: X25519PublicKey, peer_id: int) -> bytes:
@@ -70,33 +72,45 @@ def _hkdf(secret: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(secret)
 
 
-def mask_seed(secret: bytes, round_id: int, a: int, b: int) -> bytes:
+def mask_seed(secret: bytes, session: bytes, a: int, b: int) -> bytes:
     """Seed of the pairwise mask between clients ``a`` and ``b`` (the same on both sides)."""
-    return _hkdf(secret, _pair_info(b"pairwise-mask", round_id, a, b))
+    return _hkdf(secret, _pair_info(b"pairwise-mask", session, a, b))
 
 
-def share_key(secret: bytes, round_id: int, a: int, b: int) -> bytes:
+def share_key(secret: bytes, session: bytes, a: int, b: int) -> bytes:
     """AES-256-GCM key for the shares ``a`` and ``b`` send each other through the server."""
-    return _hkdf(secret, _pair_info(b"share-encryption", round_id, a, b))
+    return _hkdf(secret, _pair_info(b"share-encryption", session, a, b))
 
 
-def _share_ad(round_id: int, sender: int, recipient: int) -> bytes:
-    return _LABEL + b"share" + struct.pack("<QQQ", round_id, sender, recipient)
+def _share_ad(session: bytes, sender: int, recipient: int) -> bytes:
+    return _LABEL + b"share" + session + struct.pack("<QQ", sender, recipient)
 
 
-def encrypt_share(key: bytes, plaintext: bytes, *, round_id: int, sender: int, recipient: int) -> bytes:
-    """``nonce || AES-GCM(plaintext)``, bound to round, sender and recipient by associated data."""
+def encrypt_share(key: bytes, plaintext: bytes, *, session: bytes, sender: int, recipient: int) -> bytes:
+    """``nonce || AES-GCM(plaintext)``, bound to session, sender and recipient by associated data."""
     nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, _share_ad(round_id, sender, recipient))
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, _share_ad(session, sender, recipient))
 
 
-def decrypt_share(key: bytes, ciphertext: bytes, *, round_id: int, sender: int, recipient: int) -> bytes:
+def decrypt_share(key: bytes, ciphertext: bytes, *, session: bytes, sender: int, recipient: int) -> bytes:
     if len(ciphertext) < NONCE_BYTES + TAG_BYTES:
         raise ProtocolViolation(f"the share from client {sender} is truncated")
     try:
         return AESGCM(key).decrypt(ciphertext[:NONCE_BYTES], ciphertext[NONCE_BYTES:],
-                                   _share_ad(round_id, sender, recipient))
+                                   _share_ad(session, sender, recipient))
     except InvalidTag:
         raise ProtocolViolation(
-            f"the share from client {sender} does not authenticate for round {round_id} and recipient {recipient}"
+            f"the share from client {sender} does not authenticate for this session and recipient {recipient}"
         ) from None
+
+
+_PROBE = X25519PrivateKey.generate()
+
+
+def check_public_key(data: bytes, owner: int) -> None:
+    """Refuse bytes that are not a usable X25519 public key: a low-order point makes every
+    key agreement with it all-zero (found with a throwaway key: no secret is involved)."""
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(data))
+    except ValueError:
+        raise ProtocolViolation(f"client {owner}'s public key is not a usable X25519 key (low order)") from None

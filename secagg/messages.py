@@ -1,7 +1,9 @@
-"""The messages of a secure-aggregation round (wire type ids 0x01xx).
+"""The messages of a secure-aggregation round (wire type ids 0x01xx), protocol v2.
 
-Public keys travel as ``cipher_pk || mask_pk || signature`` (64 or 128 bytes); shares as
-``nonce || AES-GCM(b-share || key-share) || tag``; unmasking shares as 33-byte field elements.
+An advertisement travels as ``cipher_pk || mask_pk || seed_commitment || nonce_commitment ||
+signature`` (96 bytes in semi-honest rounds, 192 in active ones); shares as ``nonce ||
+AES-GCM(b-share || key-share) || tag``; unmasking shares as 33-byte field elements. Lengths
+that the codec only bounds are checked exactly by the sessions (:data:`ADVERT_BYTES`).
 """
 
 from __future__ import annotations
@@ -10,53 +12,92 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from privagg.identity import SIGNATURE_BYTES
 from privagg.messages import U64, Bool, Bytes, BytesMap, IdList, Message, PackedVector, Text, message_type, wire
-from secagg.identity import SIGNATURE_BYTES
 from secagg.keys import KEY_BYTES, NONCE_BYTES, TAG_BYTES
 from secagg.shamir import SHARE_BYTES
 
-__all__ = ["AdvertiseRequest", "AdvertiseKeys", "KeysBroadcast", "EncryptedShares", "MaskedInputRequest",
-           "MaskedInput", "ConsistencyRequest", "ConsistencySignature", "UnmaskRequest", "UnmaskShares",
-           "SHARE_CIPHERTEXT_BYTES"]
+__all__ = ["AdvertiseRequest", "AdvertiseKeys", "GraphRequest", "GraphReveal", "KeysBroadcast",
+           "EncryptedShares", "MaskedInputRequest", "MaskedInput", "ConsistencyRequest", "ConsistencySignature",
+           "UnmaskRequest", "UnmaskShares", "SHARE_CIPHERTEXT_BYTES", "COMMITMENT_BYTES", "ENTRY_BYTES",
+           "advert_bytes", "MAX_ROSTER"]
 
 SHARE_CIPHERTEXT_BYTES = NONCE_BYTES + 2 * SHARE_BYTES + TAG_BYTES
-_MAX_CLIENTS = 1 << 20
-_KEYS = BytesMap(_MAX_CLIENTS, 2 * KEY_BYTES + SIGNATURE_BYTES)
-_SHARES = BytesMap(_MAX_CLIENTS, SHARE_CIPHERTEXT_BYTES)
-_FIELD = BytesMap(_MAX_CLIENTS, SHARE_BYTES)
-_SIGS = BytesMap(_MAX_CLIENTS, SIGNATURE_BYTES)
+COMMITMENT_BYTES = 32
+#: One roster entry of an active SecAgg+ graph request: advert digest || nonce commitment.
+ENTRY_BYTES = 64
+#: The largest roster a message can name (the encoding's ``max_clients`` bounds real rounds).
+MAX_ROSTER = 1 << 20
+_KEYS = BytesMap(MAX_ROSTER, 3 * KEY_BYTES + COMMITMENT_BYTES + SIGNATURE_BYTES)
+_SHARES = BytesMap(MAX_ROSTER, SHARE_CIPHERTEXT_BYTES)
+_FIELD = BytesMap(MAX_ROSTER, SHARE_BYTES)
+_SIGS = BytesMap(MAX_ROSTER, SIGNATURE_BYTES)
+_ENTRIES = BytesMap(MAX_ROSTER, ENTRY_BYTES)
+_REVEALS = BytesMap(MAX_ROSTER, COMMITMENT_BYTES)
 
 
-@message_type(0x0101, "secagg.advertise_request")
+def advert_bytes(active: bool) -> int:
+    """The exact length of one relayed advertisement."""
+    return 2 * KEY_BYTES + COMMITMENT_BYTES + (COMMITMENT_BYTES + SIGNATURE_BYTES if active else 0)
+
+
+@message_type(0x0111, "secagg.advertise_request")
 @dataclass(frozen=True, eq=False)
 class AdvertiseRequest(Message):
-    """Server -> client: the round's public parameters; clients check them against their own."""
+    """Server -> client: the round's public parameters; a client checks every one against its
+    own configuration. ``nonce`` is the server's fresh randomness for this session;
+    ``graph_seed`` is used by semi-honest SecAgg+ only (active rounds fix it by commit-reveal)."""
 
-    roster: tuple[int, ...] = wire(IdList(_MAX_CLIENTS))
+    roster: tuple[int, ...] = wire(IdList(MAX_ROSTER))
     graph_seed: bytes = wire(Bytes(exact_len=32))
+    nonce: bytes = wire(Bytes(exact_len=32))
     neighbours: int = wire(U64())
     threshold: int = wire(U64())
+    quorum: int = wire(U64())
     bits: int = wire(U64())
+    dimension: int = wire(U64())
     active: bool = wire(Bool())
     protocol: str = wire(Text(64))
 
 
-@message_type(0x0102, "secagg.advertise_keys")
+@message_type(0x0112, "secagg.advertise_keys")
 @dataclass(frozen=True, eq=False)
 class AdvertiseKeys(Message):
-    """Client -> server: this round's two X25519 public keys (signed in active mode)."""
+    """Client -> server: this session's two X25519 public keys, a commitment to the self-mask
+    seed, and (active) a commitment to fresh randomness and a signature over all of it."""
 
     cipher_pk: bytes = wire(Bytes(exact_len=KEY_BYTES))
     mask_pk: bytes = wire(Bytes(exact_len=KEY_BYTES))
+    seed_commitment: bytes = wire(Bytes(exact_len=COMMITMENT_BYTES))
+    nonce_commitment: bytes = wire(Bytes(COMMITMENT_BYTES))
     signature: bytes = wire(Bytes(SIGNATURE_BYTES))
 
 
-@message_type(0x0103, "secagg.keys_broadcast")
+@message_type(0x0113, "secagg.graph_request")
+@dataclass(frozen=True, eq=False)
+class GraphRequest(Message):
+    """Server -> client (active SecAgg+): every advertised entry (advert digest, nonce
+    commitment), which fixes the session before anyone reveals randomness."""
+
+    entries: dict[int, bytes] = wire(_ENTRIES)
+
+
+@message_type(0x0114, "secagg.graph_reveal")
+@dataclass(frozen=True, eq=False)
+class GraphReveal(Message):
+    """Client -> server (active SecAgg+): the randomness behind its nonce commitment."""
+
+    reveal: bytes = wire(Bytes(exact_len=COMMITMENT_BYTES))
+
+
+@message_type(0x0115, "secagg.keys_broadcast")
 @dataclass(frozen=True, eq=False)
 class KeysBroadcast(Message):
-    """Server -> client: the advertised keys of the client's live neighbours (and its own)."""
+    """Server -> client: the advertisements of the client's live neighbours (and its own), and
+    (active SecAgg+) every entry's reveal, from which the client derives the graph itself."""
 
     keys: dict[int, bytes] = wire(_KEYS)
+    reveals: dict[int, bytes] = wire(_REVEALS)
 
 
 @message_type(0x0104, "secagg.encrypted_shares")
@@ -88,7 +129,7 @@ class MaskedInput(Message):
 class ConsistencyRequest(Message):
     """Server -> client (active): the survivor set, to be signed."""
 
-    survivors: tuple[int, ...] = wire(IdList(_MAX_CLIENTS))
+    survivors: tuple[int, ...] = wire(IdList(MAX_ROSTER))
 
 
 @message_type(0x0108, "secagg.consistency_signature")
@@ -102,7 +143,7 @@ class ConsistencySignature(Message):
 class UnmaskRequest(Message):
     """Server -> client: who survived (and, in active mode, their signatures on that set)."""
 
-    survivors: tuple[int, ...] = wire(IdList(_MAX_CLIENTS))
+    survivors: tuple[int, ...] = wire(IdList(MAX_ROSTER))
     signatures: dict[int, bytes] = wire(_SIGS)
 
 

@@ -10,7 +10,8 @@ from secagg.config import SecAgg
 __all__ = ["make_secagg", "make_secagg_plus"]
 
 _OPTIONS = {"threshold", "neighbours", "modulus_bits", "bits", "security", "clip", "scale", "max_clients",
-            "rounding", "keep_masked_inputs"}
+            "rounding", "keep_masked_inputs", "min_clients", "dimension", "corrupt_fraction", "dropout_fraction",
+            "security_bits", "correctness_bits"}
 
 
 def _make(default_neighbours: Any, **options: Any) -> SecAgg:
@@ -23,11 +24,11 @@ def _make(default_neighbours: Any, **options: Any) -> SecAgg:
     return SecAgg(**options)
 
 
-def make_secagg(**options: Any) -> SecAgg:
+def make_secagg(dimension: int | None = None, **options: Any) -> SecAgg:
     if options.get("neighbours", "all") != "all":
         raise ConfigurationError("mode 'secagg' uses the complete graph; use mode 'secagg+' for neighbours")
-    return _make("all", **options)
+    return _make("all", dimension=dimension, **options)
 
 
-def make_secagg_plus(**options: Any) -> SecAgg:
-    return _make("auto", **options)
+def make_secagg_plus(dimension: int | None = None, **options: Any) -> SecAgg:
+    return _make("auto", dimension=dimension, **options)

@@ -3,34 +3,44 @@
 The server keeps one running sum of the masked inputs as they arrive (never every vector,
 unless told to keep them for the view), and at unmasking regenerates only the masks it must
 remove: each survivor's self-mask, and the pairwise masks between survivors and clients that
-dropped after sharing keys. Each secret is rebuilt from ``threshold`` shares, and a rebuilt
-mask key is checked against the public key its owner advertised, so inconsistent shares abort
-the round instead of yielding a wrong sum.
+dropped after sharing keys. Each secret is rebuilt from ``threshold`` shares and checked: a
+mask key against the public key its owner advertised, a self-mask seed against the
+commitment its owner advertised. A share that does not fit is located among the extra shares
+and left out; when no consistent set remains the round aborts, naming the owner: never a
+wrong sum.
+
+It also screens what one client could use against its peers: unusable or copied keys and
+signatures of the wrong length exclude that client alone, and shares are relayed only
+between pairs that both sent them (a client may refuse one peer's advertisement).
 """
 
 from __future__ import annotations
 
+import itertools
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
-
 
 from privagg.accumulator import RunningSum
 from privagg.encoding.modular import add_mod, sub_mod
 from privagg.errors import AggregationAborted, ProtocolViolation
+from privagg.identity import SIGNATURE_BYTES
 from privagg.interface import ServerSession
 from privagg.messages import SERVER_ID, Message
 from secagg import keys as kx
-from secagg.client import PROTOCOL
-from secagg.config import ADVERTISE, CONSISTENCY, MASKED, SHARE, UNMASK
-from secagg.graph import neighbour_graph
+from secagg import transcript as tx
+from secagg.client import PROTOCOL, ZERO_SEED
+from secagg.graph import NeighbourGraph
 from secagg.messages import (
+    COMMITMENT_BYTES,
     SHARE_CIPHERTEXT_BYTES,
     AdvertiseKeys,
     AdvertiseRequest,
     ConsistencyRequest,
     ConsistencySignature,
     EncryptedShares,
+    GraphRequest,
+    GraphReveal,
     KeysBroadcast,
     MaskedInput,
     MaskedInputRequest,
@@ -38,6 +48,7 @@ from secagg.messages import (
     UnmaskShares,
 )
 from secagg.prg import expand_mask
+from secagg.round import ADVERTISE, CONSISTENCY, GRAPH, MASKED, SHARE, UNMASK
 from secagg.shamir import reconstruct_secret, share_from_bytes
 
 if TYPE_CHECKING:
@@ -46,34 +57,61 @@ if TYPE_CHECKING:
 __all__ = ["SecAggServer"]
 
 _EXPECTED: dict[str, type[Message]] = {
-    ADVERTISE: AdvertiseKeys, SHARE: EncryptedShares, MASKED: MaskedInput,
+    ADVERTISE: AdvertiseKeys, GRAPH: GraphReveal, SHARE: EncryptedShares, MASKED: MaskedInput,
     CONSISTENCY: ConsistencySignature, UNMASK: UnmaskShares,
 }
+#: A bound on the interpolations spent on one secret whose rebuilt value misses its commitment.
+_MAX_REBUILDS = 64
 
 
 class SecAggServer(ServerSession):
     mode = "secagg"
 
-    def __init__(self, config: SecAgg, client_ids: Iterable[int], round_id: int) -> None:
+    def __init__(self, config: SecAgg, client_ids: Iterable[int], round_id: int, dimension: int | None) -> None:
         super().__init__(client_ids, round_id)
         self.view.mode = config.mode
         self._config = config
-        self._bits = config.fixed_point.bits
         config.fixed_point.check_capacity(len(self.client_ids))
-        self.params = config.parameters(self.client_ids)
-        self.graph_seed = secrets.token_bytes(32)
-        self.graph = neighbour_graph(self.client_ids, self.params.neighbours, self.graph_seed)
-        self._keys: dict[int, bytes] = {}
-        self._shares: dict[int, dict[int, bytes]] = {}
+        self.params = config.admit(self.client_ids, dimension)
+        self._bits = self.params.bits
+        self._nonce = secrets.token_bytes(32)
+        semi_honest_sparse = not self.params.active and not self.params.complete
+        self.graph_seed = secrets.token_bytes(32) if semi_honest_sparse else ZERO_SEED
+        self._header = tx.header_digest(self.params, round_id=self.round_id, protocol=PROTOCOL, nonce=self._nonce,
+                                        graph_seed=self.graph_seed)
+        self._graph: NeighbourGraph | None = (
+            NeighbourGraph(self.params.roster, self.params.neighbours, self.graph_seed) if semi_honest_sparse else None)
+        self._adverts: dict[int, bytes] = {}
+        self._entries: dict[int, bytes] = {}
+        self._reveals: dict[int, bytes] = {}
+        self._seed_commitments: dict[int, bytes] = {}
+        self._mutual: dict[int, frozenset[int]] = {}
         self._sum = RunningSum(self._bits)
+        self._u1: frozenset[int] = frozenset()
         self._u2: frozenset[int] = frozenset()
         self._u3: tuple[int, ...] = ()
         self._signatures: dict[int, bytes] = {}
         self._require(len(self.client_ids), "clients in the roster")
-        request = dict(roster=self.client_ids, graph_seed=self.graph_seed, neighbours=self.params.neighbours,
-                       threshold=self.params.threshold, bits=self._bits, active=config.active, protocol=PROTOCOL)
+        p = self.params
+        request = dict(roster=p.roster, graph_seed=self.graph_seed, nonce=self._nonce, neighbours=p.neighbours,
+                       threshold=p.threshold, quorum=p.signatures_needed, bits=p.bits, dimension=p.dimension,
+                       active=p.active, protocol=PROTOCOL)
         self._enter(ADVERTISE, {cid: AdvertiseRequest(self.round_id, SERVER_ID, cid, **request)
                                 for cid in self.client_ids})
+
+    @property
+    def graph(self) -> dict[int, frozenset[int]]:
+        """The realised neighbour graph (once fixed; the complete graph as sets on demand)."""
+        if self._graph is None:
+            everyone = frozenset(self.client_ids)
+            return {cid: everyone - {cid} for cid in self.client_ids}
+        return self._graph.full()
+
+    def _neighbours_in(self, cid: int, live: Iterable[int]) -> frozenset[int]:
+        live = frozenset(live)
+        if self._graph is None:
+            return live - {cid}
+        return self._graph.neighbours(cid) & live
 
     def _require(self, count: int, what: str, ids: Iterable[int] = ()) -> None:
         if count < self.params.threshold:
@@ -91,61 +129,122 @@ class SecAggServer(ServerSession):
     # -- checks on each reply ------------------------------------------------------------------
     def _accept(self, client_id: int, message: Message) -> None:
         if isinstance(message, AdvertiseKeys):
-            if self._config.active and len(message.signature) != 64:
-                raise ProtocolViolation(f"client {client_id} advertised unsigned keys in an active round")
+            self._accept_advert(client_id, message)
+        elif isinstance(message, GraphReveal):
+            if tx.nonce_commitment(self._header, client_id, message.reveal) != self._entries[client_id][32:]:
+                raise ProtocolViolation(f"client {client_id}'s reveal does not open its commitment")
         elif isinstance(message, EncryptedShares):
-            expected = (self.graph[client_id] & self._u1) - {client_id}
-            if set(message.shares) != expected:
-                raise ProtocolViolation(f"client {client_id} sent shares for {len(message.shares)} peers, "
-                                        f"expected its {len(expected)} live neighbours")
+            expected = self._neighbours_in(client_id, self._u1)
+            stray = set(message.shares) - expected
+            if stray:
+                raise ProtocolViolation(f"client {client_id} sent shares for {sorted(stray)[:5]}, "
+                                        f"not among its live neighbours")
+            if len(message.shares) < self.params.min_live:
+                raise ProtocolViolation(f"client {client_id} shared with {len(message.shares)} peers, "
+                                        f"{self.params.min_live} needed")
             if any(len(c) != SHARE_CIPHERTEXT_BYTES for c in message.shares.values()):
                 raise ProtocolViolation(f"client {client_id} sent a share ciphertext of the wrong length")
         elif isinstance(message, MaskedInput):
-            self._sum.add(client_id, message.vector)
+            vector = message.vector
+            if vector.shape != (self.params.dimension,):
+                raise ProtocolViolation(f"client {client_id} sent {vector.shape[0]} values, the round has "
+                                        f"{self.params.dimension}")
+            self._sum.add(client_id, vector)
+        elif isinstance(message, ConsistencySignature):
+            if len(message.signature) != SIGNATURE_BYTES:
+                raise ProtocolViolation(f"client {client_id} sent a malformed signature")
         elif isinstance(message, UnmaskShares):
-            holders = (self.graph[client_id] & self._u2) | {client_id}
+            holders = self._mutual[client_id] | {client_id}
             want_seeds = holders & set(self._u3)
             want_keys = holders - set(self._u3)
             if set(message.seed_shares) != want_seeds or set(message.key_shares) != want_keys:
                 raise ProtocolViolation(f"client {client_id} revealed shares for the wrong clients")
+            for data in itertools.chain(message.seed_shares.values(), message.key_shares.values()):
+                try:
+                    share_from_bytes(data)
+                except ValueError as exc:
+                    raise ProtocolViolation(f"client {client_id} revealed an invalid share: {exc}") from None
+
+    def _accept_advert(self, client_id: int, message: AdvertiseKeys) -> None:
+        active = self.params.active
+        if active and (len(message.signature) != SIGNATURE_BYTES or len(message.nonce_commitment) != COMMITMENT_BYTES):
+            raise ProtocolViolation(f"client {client_id} advertised unsigned or uncommitted keys in an active round")
+        if not active and (message.signature or message.nonce_commitment):
+            raise ProtocolViolation(f"client {client_id} advertised a signature in a semi-honest round")
+        if message.cipher_pk == message.mask_pk:
+            raise ProtocolViolation(f"client {client_id} advertised the same key twice")
+        kx.check_public_key(message.cipher_pk, client_id)
+        kx.check_public_key(message.mask_pk, client_id)
 
     # -- stage transitions ---------------------------------------------------------------------
     def _advance(self, answers: dict[int, Message]) -> None:
-        stage = self.stage
-        if stage == ADVERTISE:
-            self._after_advertise(answers)
-        elif stage == SHARE:
-            self._after_share(answers)
-        elif stage == MASKED:
-            self._after_masked(answers)
-        elif stage == CONSISTENCY:
-            self._after_consistency(answers)
-        else:
-            self._after_unmask(answers)
+        {ADVERTISE: self._after_advertise, GRAPH: self._after_graph, SHARE: self._after_share,
+         MASKED: self._after_masked, CONSISTENCY: self._after_consistency,
+         UNMASK: self._after_unmask}[self.stage](answers)
 
     def _after_advertise(self, answers: dict[int, Message]) -> None:
-        self._require(len(answers), "clients advertised keys", answers)
+        # Copied keys: whoever holds them, neither owner can be told apart; both are left out.
+        owners: dict[bytes, list[int]] = {}
         for cid, msg in answers.items():
             assert isinstance(msg, AdvertiseKeys)
-            self._keys[cid] = msg.cipher_pk + msg.mask_pk + msg.signature
-        self._u1 = frozenset(answers)
-        self._enter_live(SHARE, {
-            cid: KeysBroadcast(self.round_id, SERVER_ID, cid, {m: self._keys[m] for m in members})
-            for cid in sorted(answers) for members in [(self.graph[cid] & self._u1) | {cid}]
-            if len(members) >= self.params.threshold}, answers, "clients with enough live neighbours")
+            for key in (msg.cipher_pk, msg.mask_pk):
+                owners.setdefault(key, []).append(cid)
+        copied = {cid for ids in owners.values() if len(ids) > 1 for cid in ids}
+        for cid in sorted(copied):
+            self._exclude(cid)
+        live = {cid: msg for cid, msg in answers.items() if cid not in copied}
+        self._require(len(live), "clients advertised usable keys", live)
+        if self.params.active and len(live) < self.params.signatures_needed:
+            raise AggregationAborted(f"only {len(live)} clients advertised keys, the quorum is "
+                                     f"{self.params.signatures_needed}", live)
+        for cid, msg in live.items():
+            assert isinstance(msg, AdvertiseKeys)
+            self._adverts[cid] = (msg.cipher_pk + msg.mask_pk + msg.seed_commitment + msg.nonce_commitment
+                                  + msg.signature)
+            self._seed_commitments[cid] = msg.seed_commitment
+            self._entries[cid] = tx.advert_digest(self._header, cid, msg.cipher_pk, msg.mask_pk,
+                                                  msg.seed_commitment) + msg.nonce_commitment
+        self._u1 = frozenset(live)
+        if self.params.sparse_active:
+            self._enter(GRAPH, {cid: GraphRequest(self.round_id, SERVER_ID, cid, self._entries)
+                                for cid in sorted(self._u1)})
+        else:
+            self._broadcast_keys()
+
+    def _after_graph(self, answers: dict[int, Message]) -> None:
+        missing = sorted(self._u1 - set(answers))
+        if missing:
+            # Leaving a committed client out after seeing the others' reveals would let the server
+            # pick among graphs: the round aborts instead (a new session draws a new graph).
+            raise AggregationAborted(f"clients {missing[:5]} did not reveal their commitments; the graph seed "
+                                     f"needs every one", missing)
+        self._reveals = {cid: msg.reveal for cid, msg in answers.items()}  # type: ignore[attr-defined]
+        seed = tx.graph_seed(self._header, self._entries, [self._reveals[c] for c in sorted(self._reveals)])
+        self.graph_seed = seed
+        self._graph = NeighbourGraph(self.params.roster, self.params.neighbours, seed)
+        self._broadcast_keys()
+
+    def _broadcast_keys(self) -> None:
+        reveals = self._reveals
+        outbox = {}
+        for cid in sorted(self._u1):
+            members = self._neighbours_in(cid, self._u1)
+            if len(members) >= self.params.min_live:
+                keys = {m: self._adverts[m] for m in members | {cid}}
+                outbox[cid] = KeysBroadcast(self.round_id, SERVER_ID, cid, keys, reveals)
+        self._enter_live(SHARE, outbox, self._u1, "clients with enough live neighbours")
 
     def _after_share(self, answers: dict[int, Message]) -> None:
         self._require(len(answers), "clients shared their keys", answers)
+        sent = {cid: msg.shares for cid, msg in answers.items()}  # type: ignore[attr-defined]
+        # Shares travel only between pairs that both sent them: one client refusing a peer's
+        # advertisement removes that edge on both sides, and nothing else.
+        self._mutual = {cid: frozenset(peer for peer in shares if peer in sent and cid in sent[peer])
+                        for cid, shares in sent.items()}
         self._u2 = frozenset(answers)
-        inbox: dict[int, dict[int, bytes]] = {cid: {} for cid in answers}
-        for sender, msg in answers.items():
-            assert isinstance(msg, EncryptedShares)
-            for recipient, ciphertext in msg.shares.items():
-                if recipient in inbox:
-                    inbox[recipient][sender] = ciphertext
         self._enter_live(MASKED, {
-            cid: MaskedInputRequest(self.round_id, SERVER_ID, cid, inbox[cid])
-            for cid in sorted(answers) if len(inbox[cid]) + 1 >= self.params.threshold
+            cid: MaskedInputRequest(self.round_id, SERVER_ID, cid, {peer: sent[peer][cid] for peer in self._mutual[cid]})
+            for cid in sorted(answers) if len(self._mutual[cid]) >= self.params.min_live
         }, answers, "clients with enough live share holders")
 
     def _enter_live(self, stage: str, outbox: dict[int, Message], answered: Iterable[int], what: str) -> None:
@@ -159,7 +258,17 @@ class SecAggServer(ServerSession):
     def _after_masked(self, answers: dict[int, Message]) -> None:
         self._require(len(answers), "clients sent masked inputs", answers)
         self._u3 = tuple(sorted(answers))
-        if self._config.active:
+        if self.params.active:
+            if len(self._u3) < self.params.signatures_needed:
+                raise AggregationAborted(f"only {len(self._u3)} clients sent masked inputs, the quorum is "
+                                         f"{self.params.signatures_needed}", answers)
+            # Every survivor needs t live neighbours among the survivors (it refuses otherwise, and
+            # then no one can rebuild its self-mask seed): the round cannot finish without them.
+            survivors = frozenset(self._u3)
+            short = [cid for cid in self._u3 if len(self._mutual[cid] & survivors) < self.params.min_live]
+            if short:
+                raise AggregationAborted(f"clients {short[:5]} kept fewer than {self.params.min_live} live "
+                                         f"neighbours among the survivors", short)
             self._enter(CONSISTENCY, {cid: ConsistencyRequest(self.round_id, SERVER_ID, cid, self._u3)
                                       for cid in self._u3})
         else:
@@ -177,7 +286,6 @@ class SecAggServer(ServerSession):
 
     def _after_unmask(self, answers: dict[int, Message]) -> None:
         self._require(len(answers), "clients answered the unmasking request", answers)
-        t = self.params.threshold
         seed_shares: dict[int, dict[int, int]] = {cid: {} for cid in self._u3}
         key_shares: dict[int, dict[int, int]] = {cid: {} for cid in self._u2 - set(self._u3)}
         for holder, msg in answers.items():
@@ -191,28 +299,43 @@ class SecAggServer(ServerSession):
         assert total is not None
         bits, length = self._bits, total.shape[0]
         for owner in sorted(seed_shares):
-            seed = self._rebuild(owner, seed_shares[owner], t, "self-mask seed")
+            commitment = self._seed_commitments[owner]
+            seed = self._rebuild(owner, seed_shares[owner], "self-mask seed",
+                                 lambda s, o=owner, c=commitment: tx.seed_commitment(self._header, o, s) == c)
             sub_mod(total, expand_mask(seed, length, bits), bits)
         survivors = set(self._u3)
         for owner in sorted(key_shares):
-            private = kx.private_from_bytes(self._rebuild(owner, key_shares[owner], t, "mask key"))
-            if kx.public_bytes(private) != self._keys[owner][32:64]:
-                raise AggregationAborted(f"the rebuilt mask key of client {owner} does not match its public key "
-                                         f"(inconsistent shares)", [owner])
-            for peer in sorted(self.graph[owner] & survivors):
-                secret = kx.pair_secret(private, kx.public_from_bytes(self._keys[peer][32:64], peer), peer)
-                mask = expand_mask(kx.mask_seed(secret, self.round_id, owner, peer), length, bits)
+            public = self._adverts[owner][32:64]
+            raw = self._rebuild(owner, key_shares[owner], "mask key",
+                                lambda s, p=public: kx.public_bytes(kx.private_from_bytes(s)) == p)
+            private = kx.private_from_bytes(raw)
+            for peer in sorted(self._mutual[owner] & survivors):
+                secret = kx.pair_secret(private, kx.public_from_bytes(self._adverts[peer][32:64], peer), peer)
+                mask = expand_mask(kx.mask_seed(secret, self._header, owner, peer), length, bits)
                 # The survivor added +mask if its id is the smaller one, -mask otherwise: undo it.
                 (sub_mod if peer < owner else add_mod)(total, mask, bits)
         aggregate = self._config.fixed_point.decode(total, clients=len(self._u3))
         self._finish(aggregate, self._u3, encoded=total,
-                     info={"threshold": t, "neighbours": self.params.neighbours})
+                     info={"threshold": self.params.threshold, "neighbours": self.params.neighbours,
+                           "graph_seed": self.graph_seed.hex()})
 
-    def _rebuild(self, owner: int, shares: dict[int, int], t: int, what: str) -> bytes:
+    def _rebuild(self, owner: int, shares: dict[int, int], what: str, fits: Callable[[bytes], bool]) -> bytes:
+        """The secret of ``owner`` from its shares, checked by ``fits`` (its commitment). With
+        extra shares, a few other ``t``-subsets are tried so that one bad share is left out."""
+        t = self.params.threshold
         if len(shares) < t:
             raise AggregationAborted(
                 f"only {len(shares)} shares of client {owner}'s {what} arrived, {t} needed", [owner])
-        try:
-            return reconstruct_secret(shares, t)
-        except ValueError:
-            raise AggregationAborted(f"the shares of client {owner}'s {what} are inconsistent", [owner]) from None
+        xs = sorted(shares)
+        # The first t shares, then the first t once each share is left out: one bad share among
+        # t + 1 or more is always skipped, in at most len(xs) + 1 interpolations.
+        candidates = [xs[:t]] + [(xs[:i] + xs[i + 1:])[:t] for i in range(min(len(xs), t)) if len(xs) > t]
+        for subset in candidates[:_MAX_REBUILDS]:
+            try:
+                secret = reconstruct_secret({x: shares[x] for x in subset}, t)
+            except ValueError:
+                continue
+            if fits(secret):
+                return secret
+        raise AggregationAborted(f"the shares of client {owner}'s {what} are inconsistent with its commitment",
+                                 [owner])

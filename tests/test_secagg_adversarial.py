@@ -26,7 +26,7 @@ class Round:
         self.ids = list(range(1, n + 1))
         rng = np.random.default_rng(1)
         self.updates = {i: rng.uniform(-1, 1, params) for i in self.ids}
-        self.server = config.server(self.ids, round_id=round_id)
+        self.server = config.server(self.ids, round_id=round_id, dimension=params)
         self.clients = {i: config.client(i, self.updates[i], round_id=round_id,
                                          **({"model_digest": digests[i]} if digests else {}))
                         for i in self.ids}
@@ -150,10 +150,10 @@ def test_the_forged_dropout_attack_succeeds_against_semi_honest_secagg():
     y = masked[1].copy()
     sub_mod(y, expand_mask(reconstruct_secret(seed_shares, 4), y.shape[0], 32), 32)
     mask_key = kx.private_from_bytes(reconstruct_secret(key_shares, 4))
-    keys = r.server._keys
+    keys = r.server._adverts
     for peer in r.ids[1:]:
         secret = kx.pair_secret(mask_key, kx.public_from_bytes(keys[peer][32:64], peer), peer)
-        mask = expand_mask(kx.mask_seed(secret, 3, 1, peer), y.shape[0], 32)
+        mask = expand_mask(kx.mask_seed(secret, r.server._header, 1, peer), y.shape[0], 32)
         sub_mod(y, mask, 32)  # client 1 has the smallest id: it added every pairwise mask
     assert np.array_equal(y, config.encoding.encode(r.updates[1]))
 
@@ -176,10 +176,14 @@ def test_different_models_sent_to_different_clients_are_detected():
     r = Round(SecAgg(security="active"), digests=digests)
     r.step()
     errors = r.deliver()
-    assert set(errors) == set(range(1, 9))  # every honest client aborts, client 4 included
-    assert all("different model" in str(e) for e in errors.values())
-    with pytest.raises(AggregationAborted):
-        r.server.deadline_passed()
+    # Client 4 finds no peer who signed for its model and refuses the round; the others refuse
+    # client 4 alone (its signature is for another model): it never gets into the sum.
+    assert set(errors) == {4} and "usable neighbours" in str(errors[4])
+    r.server.deadline_passed()
+    while not r.server.finished:
+        assert r.step() == {}
+    assert 4 not in r.server.result().included
+    assert r.server.result().included == (1, 2, 3, 5, 6, 7, 8)
 
 
 def test_the_same_attack_goes_unnoticed_without_active_security():
@@ -202,8 +206,19 @@ def test_substituted_keys_are_detected_in_active_mode():
         keys[peer] = attacker + keys[peer][32:]
         return dataclasses.replace(msg, keys=keys)
 
-    errors = r.deliver(tamper=swap)
-    assert errors and all("no valid signature" in str(e) for e in errors.values())
+    swapped = {}
+
+    def swap_and_note(cid, msg):
+        tampered = swap(cid, msg)
+        swapped[cid] = next(p for p in msg.keys if p != cid)
+        return tampered
+
+    assert r.deliver(tamper=swap_and_note) == {}
+    # No share went to the substituted key: each client left out exactly the peer whose key
+    # carried no valid signature, and the round goes on.
+    shares = r.server._answers
+    for cid, peer in swapped.items():
+        assert peer not in shares[cid].shares and len(shares[cid].shares) == 6
 
 
 def test_a_client_refuses_its_own_keys_replaced_or_a_lowered_threshold():
@@ -220,7 +235,7 @@ def test_a_client_refuses_its_own_keys_replaced_or_a_lowered_threshold():
         return dataclasses.replace(msg, keys=keys)
 
     errors = r.deliver(tamper=replace_own)
-    assert all("own keys" in str(e) for e in errors.values()) and len(errors) == 8
+    assert all("own advertisement" in str(e) for e in errors.values()) and len(errors) == 8
 
 
 def test_tampered_or_truncated_messages_are_refused():

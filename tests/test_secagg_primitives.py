@@ -74,26 +74,30 @@ def test_long_masks_span_several_keystream_chunks():
     assert np.array_equal(expand_mask(seed, n, 32), np.frombuffer(stream, "<u4"))
 
 
+# Two sessions' header digests (any 32 bytes: what matters is that they differ).
+S7, S8 = bytes(31) + b"\x07", bytes(31) + b"\x08"
+
+
 def test_pairwise_derivations_agree_on_both_sides_and_differ_by_purpose_and_round():
     a, b = kx.generate_key_pair(), kx.generate_key_pair()
     s_ab = kx.pair_secret(a, b.public_key(), 2)
     s_ba = kx.pair_secret(b, a.public_key(), 1)
     assert s_ab == s_ba
-    assert kx.mask_seed(s_ab, 7, 1, 2) == kx.mask_seed(s_ba, 7, 2, 1)
-    assert kx.mask_seed(s_ab, 7, 1, 2) != kx.mask_seed(s_ab, 8, 1, 2)
-    assert kx.mask_seed(s_ab, 7, 1, 2) != kx.share_key(s_ab, 7, 1, 2)
+    assert kx.mask_seed(s_ab, S7, 1, 2) == kx.mask_seed(s_ba, S7, 2, 1)
+    assert kx.mask_seed(s_ab, S7, 1, 2) != kx.mask_seed(s_ab, S8, 1, 2)
+    assert kx.mask_seed(s_ab, S7, 1, 2) != kx.share_key(s_ab, S7, 1, 2)
 
 
 def test_share_encryption_is_bound_to_round_sender_and_recipient():
     key = os.urandom(32)
-    ct = kx.encrypt_share(key, b"x" * 66, round_id=1, sender=2, recipient=3)
-    assert kx.decrypt_share(key, ct, round_id=1, sender=2, recipient=3) == b"x" * 66
-    for kwargs in (dict(round_id=2, sender=2, recipient=3), dict(round_id=1, sender=4, recipient=3),
-                   dict(round_id=1, sender=2, recipient=4)):
+    ct = kx.encrypt_share(key, b"x" * 66, session=S7, sender=2, recipient=3)
+    assert kx.decrypt_share(key, ct, session=S7, sender=2, recipient=3) == b"x" * 66
+    for kwargs in (dict(session=S8, sender=2, recipient=3), dict(session=S7, sender=4, recipient=3),
+                   dict(session=S7, sender=2, recipient=4)):
         with pytest.raises(ProtocolViolation):
             kx.decrypt_share(key, ct, **kwargs)
     with pytest.raises(ProtocolViolation):
-        kx.decrypt_share(key, ct[:-1] + bytes([ct[-1] ^ 1]), round_id=1, sender=2, recipient=3)
+        kx.decrypt_share(key, ct[:-1] + bytes([ct[-1] ^ 1]), session=S7, sender=2, recipient=3)
 
 
 def test_low_order_public_keys_are_refused():

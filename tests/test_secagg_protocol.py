@@ -29,15 +29,18 @@ def secagg_rounds(draw, complete: bool):
         k = neighbours if neighbours < n - 1 else n - 1
         if k % 2 == 1 and n % 2 == 1 and k < n - 1:
             k += 1
-    low = (k + 1) // 2 + 1 if active else 2
-    threshold = draw(st.integers(min(low, k + 1), k + 1))
+    # Active rounds need t <= k: a client goes on only with t live neighbours of its own.
+    low, high = ((k + 1) // 2 + 1, k) if active else (2, k + 1)
+    if active and low > high:
+        active, low, high = False, 2, k + 1
+    threshold = draw(st.integers(min(low, high), high))
     config = SecAgg(threshold=threshold, neighbours=neighbours, security="active" if active else "semi-honest",
                     modulus_bits=draw(st.sampled_from([24, 32, 40])), max_clients=64)
     d = draw(st.integers(1, 12))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     updates = {cid: rng.uniform(-1, 1, d) for cid in draw(
         st.lists(st.integers(0, 2**40), min_size=n, max_size=n, unique=True))}
-    stages = ACTIVE_STAGES if active else STAGES
+    stages = config.stages
     dropouts = draw(st.dictionaries(st.sampled_from(sorted(updates)), st.sampled_from(stages), max_size=n))
     return config, updates, dropouts
 
@@ -55,8 +58,13 @@ def test_secagg_is_exact_or_aborts_exactly_when_too_few_remain(round_):
     t = config.parameters(ids).threshold
     alive = [survivors_of(i, stages, dropouts, ids) for i in range(len(stages))]
     quorum = config.parameters(ids).signatures_needed
-    must_abort = any(len(a) < t for a in alive) or (
-        config.active and len(alive[stages.index("consistency_check")]) < quorum)
+    if config.active:
+        # Each client needs t live neighbours of its own (t + 1 clients) until it has sent its
+        # masked input, the quorum must sign, and t signers must answer the unmasking.
+        must_abort = (any(len(a) < t + 1 for a in alive[:3]) or len(alive[3]) < quorum
+                      or len(alive[4]) < t)
+    else:
+        must_abort = any(len(a) < t for a in alive)
     if must_abort:
         with pytest.raises(AggregationAborted):
             simulate(config, updates, dropouts=dropouts)
@@ -134,7 +142,8 @@ def test_large_rounds_with_the_default_secagg_plus_graph():
     updates = {i: rng.uniform(-1, 1, 2000) for i in range(100)}
     dropped = {i: "masked_input" for i in range(0, 100, 10)}
     result = simulate(config, updates, dropouts=dropped)
-    assert result.info == {"threshold": 8, "neighbours": 14}
+    assert (result.info["threshold"], result.info["neighbours"]) == (8, 14)
+    assert len(bytes.fromhex(result.info["graph_seed"])) == 32
     assert len(result.included) == 90
     assert np.array_equal(result.encoded, encoded_sum(config, updates, result.included))
     assert result.view.messages("masked_input") == []  # not kept, only sized
@@ -169,14 +178,15 @@ def test_cli_simulate_secagg_options(capsys):
 
     from privagg.cli import main
 
-    # Two dropouts leave every 7-member neighbourhood at least 5 share holders: never an abort.
+    # Two dropouts leave every 6-neighbour client at least 4 live neighbours (active rounds need
+    # t of them): never an abort.
     code = main(["simulate", "--mode", "secagg+", "--clients", "16", "--params", "300", "--dropout", "0.125",
-                 "--dropout-stage", "masked_input", "--neighbours", "6", "--threshold", "5",
+                 "--dropout-stage", "masked_input", "--neighbours", "6", "--threshold", "4",
                  "--security", "active", "--seed", "3", "--format", "json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     report = json.loads(out)
-    assert report["exact"] is True and report["threshold"] == 5 and report["neighbours"] == 6
+    assert report["exact"] is True and report["threshold"] == 4 and report["neighbours"] == 6
     assert len(report["included"]) == 14
     code = main(["simulate", "--mode", "secagg", "--clients", "6", "--dropout", "0.5",
                  "--dropout-stage", "share_keys", "--threshold", "4", "--format", "json"])
