@@ -107,6 +107,16 @@ class SecAggServer(ServerSession):
             return {cid: everyone - {cid} for cid in self.client_ids}
         return self._graph.full()
 
+    @property
+    def header(self) -> bytes:
+        """The digest of the announced round (public: every party computes it)."""
+        return self._header
+
+    @property
+    def mutual(self) -> dict[int, frozenset[int]]:
+        """Who exchanged shares with whom (the pairs that mask), once the share stage is over."""
+        return dict(self._mutual)
+
     def _neighbours_in(self, cid: int, live: Iterable[int]) -> frozenset[int]:
         live = frozenset(live)
         if self._graph is None:

@@ -42,8 +42,8 @@ from privagg.encoding import add_mod, sub_mod
 from privagg.messages import SERVER_ID
 from secagg import SecAgg
 from secagg import keys as kx
-from secagg.config import ADVERTISE, CONSISTENCY, MASKED, SHARE, UNMASK
-from secagg.identity import survivors_payload
+from secagg.round import ADVERTISE, CONSISTENCY, MASKED, UNMASK
+from secagg.transcript import survivors_payload
 from secagg.messages import ConsistencyRequest, UnmaskRequest
 from secagg.prg import expand_mask
 from secagg.shamir import reconstruct_secret, share_from_bytes
@@ -52,15 +52,16 @@ __all__ = ["forged_dropout", "unmask_individual"]
 
 
 def unmask_individual(masked: np.ndarray, self_seed: bytes, mask_key: bytes, *, client: int, peers: dict[int, bytes],
-                      round_id: int, bits: int) -> np.ndarray:
+                      session: bytes, bits: int) -> np.ndarray:
     """The encoded input of ``client`` from its masked vector, its self-mask seed and its mask
-    private key; ``peers``: the mask public keys of the neighbours it masked with."""
+    private key; ``peers``: the mask public keys of the neighbours it masked with; ``session``:
+    the round's header digest (public: every party computes it from the announced round)."""
     out = masked.copy()
     sub_mod(out, expand_mask(self_seed, out.shape[0], bits), bits)
     private = kx.private_from_bytes(mask_key)
     for peer, public in sorted(peers.items()):
         secret = kx.pair_secret(private, kx.public_from_bytes(public, peer), peer)
-        mask = expand_mask(kx.mask_seed(secret, round_id, client, peer), out.shape[0], bits)
+        mask = expand_mask(kx.mask_seed(secret, session, client, peer), out.shape[0], bits)
         # The client added the pairwise mask when its id was the smaller one, subtracted it otherwise.
         (sub_mod if client < peer else add_mod)(out, mask, bits)
     return out
@@ -112,8 +113,9 @@ def forged_dropout(setting: Setting, *, security: Literal["semi-honest", "active
             replies = round_.exchange({c: ConsistencyRequest(round_id, SERVER_ID, c, survivors) for c in members})
             signatures[survivors] = {c: r.signature for c, r in replies.items()}  # type: ignore[attr-defined]
             for c in bad:  # the adversary signs for its accomplices, both sets
+                # (with the colluder's own view of the session, which the adversary holds)
                 signatures[survivors][c] = config.identities.signing_key(c).sign(
-                    survivors_payload(round_id, digests[c], survivors))
+                    survivors_payload(round_.clients[c]._session, survivors))
 
     seed_shares: dict[int, int] = {}
     key_shares: dict[int, int] = {}
@@ -146,10 +148,9 @@ def forged_dropout(setting: Setting, *, security: Literal["semi-honest", "active
     if kx.public_bytes(kx.private_from_bytes(mask_key)) != advertised[target].mask_pk:  # type: ignore[attr-defined]
         raise RuntimeError("the rebuilt mask key does not match the target's public key (inconsistent shares)")
     self_seed = reconstruct_secret(seed_shares, t)
-    shared = set(view.by_sender(SHARE))
-    peers = {p: advertised[p].mask_pk for p in round_.server.graph[target] & shared}  # type: ignore[attr-defined]
+    peers = {p: advertised[p].mask_pk for p in round_.server.mutual[target]}  # type: ignore[attr-defined]
     encoded = unmask_individual(view.by_sender(MASKED)[target].vector, self_seed, mask_key,  # type: ignore[attr-defined]
-                                client=target, peers=peers, round_id=round_id, bits=config.encoding.bits)
+                                client=target, peers=peers, session=round_.server.header, bits=config.encoding.bits)
     update = config.encoding.decode(encoded, clients=1)
     error = float(np.max(np.abs(update - config.encoding.quantize(updates[target]))))
     truth_x, _ = setting.dataset.subset(setting.data.parts[target])

@@ -94,7 +94,8 @@ class HandDrivenRound:
         self.config = config
         self.ids = tuple(sorted(updates))
         self.round_id = round_id
-        self.server = config.server(self.ids, round_id=round_id)
+        dimension = int(np.asarray(next(iter(updates.values()))).size)
+        self.server = config.server(self.ids, round_id=round_id, dimension=dimension)
         self.clients = {cid: config.client(cid, updates[cid], round_id=round_id, model_digest=digests[cid])
                         for cid in self.ids}
         self.refusals: dict[int, str] = {}
