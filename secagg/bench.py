@@ -1,7 +1,8 @@
 """``privagg bench secagg``: one round of SecAgg(+), timed per party, with memory and traffic.
 
 Each stage is run in two phases: every client answers (timed per client), then the server
-takes all the answers and closes the stage (timed, and traced by tracemalloc). The server's
+takes all the answers and closes the stage (timed; traced by tracemalloc in a second, untimed
+pass of the same round, as tracing doubles the times). The server's
 peak memory is the largest ``retained + (peak - start)`` over its phases, where ``retained``
 is the memory its earlier phases kept: the clients' allocations, and the replies waiting to be
 delivered, never count, as they would not live in a real server process.
@@ -93,40 +94,17 @@ def aes_ctr_floor(total_bytes: int, chunk: int) -> float:
     return time.perf_counter() - start
 
 
-def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | str | None = None,
-              threshold: int | None = None, security: str = "semi-honest", seed: int = 0,
-              updates: np.ndarray | None = None, dropped: set[int] | None = None,
-              trace_memory: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """One timed round; ``dropout`` is the fraction of clients that vanish after sharing keys.
-
-    ``updates`` (clients x params floats) and ``dropped`` (client indices) may be given, so a
-    peer can be measured on exactly the same round. Times are process CPU seconds.
-    ``trace_memory=False`` skips tracemalloc (which slows allocation-heavy code) and reports
-    no peak.
-    """
-    if not 0 <= dropout < 1:
-        raise ConfigurationError(f"dropout must be in [0, 1), got {dropout}")
-    config = SecAgg(threshold=threshold, neighbours="auto" if neighbours is None else neighbours,
-                    security=security, keep_masked_inputs=False, max_clients=max(clients, 1024))  # type: ignore[arg-type]
-    rng = np.random.default_rng(seed)
-    if updates is None:
-        updates = rng.uniform(-1, 1, size=(clients, params)).astype(np.float32)
-    if updates.shape != (clients, params):
-        raise ConfigurationError(f"updates have shape {updates.shape}, expected {(clients, params)}")
-    ids = list(range(clients))
-    if dropped is None:
-        dropped = set(int(i) for i in rng.choice(clients, size=int(round(dropout * clients)), replace=False))
-
+def _one_round(config: SecAgg, ids: list[int], updates: np.ndarray, dropped: set[int], params: int,
+               memory: _ServerMemory, progress: Callable[[str], None] | None) -> dict[str, Any]:
     client_seconds = dict.fromkeys(ids, 0.0)
     server_seconds = 0.0
     bytes_up = 0
-    memory = _ServerMemory(trace_memory)
     try:
         with _MaskMeter() as meter:
             # Server construction is a server phase too.
             memory.begin()
             t0 = time.process_time()
-            server = config.server(ids, round_id=1)
+            server = config.server(ids, round_id=1, dimension=params)
             server_seconds += time.process_time() - t0
             memory.end()
 
@@ -161,6 +139,41 @@ def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | st
             result = server.result()
     finally:
         memory.stop()
+    return {"result": result, "meter": meter, "client_seconds": client_seconds, "server_seconds": server_seconds,
+            "bytes_up": bytes_up, "peak": memory.peak}
+
+
+def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | str | None = None,
+              threshold: int | None = None, security: str = "semi-honest", seed: int = 0,
+              updates: np.ndarray | None = None, dropped: set[int] | None = None,
+              trace_memory: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One timed round; ``dropout`` is the fraction of clients that vanish after sharing keys.
+
+    ``updates`` (clients x params floats) and ``dropped`` (client indices) may be given, so a
+    peer can be measured on exactly the same round. Times are process CPU seconds.
+    The timed pass never runs under tracemalloc (which doubles allocation-heavy times); with
+    ``trace_memory`` a second, untimed pass of the same round measures the server's peak.
+    """
+    if not 0 <= dropout < 1:
+        raise ConfigurationError(f"dropout must be in [0, 1), got {dropout}")
+    config = SecAgg(threshold=threshold, neighbours="auto" if neighbours is None else neighbours,
+                    security=security, keep_masked_inputs=False, max_clients=max(clients, 1024))  # type: ignore[arg-type]
+    rng = np.random.default_rng(seed)
+    if updates is None:
+        updates = rng.uniform(-1, 1, size=(clients, params)).astype(np.float32)
+    if updates.shape != (clients, params):
+        raise ConfigurationError(f"updates have shape {updates.shape}, expected {(clients, params)}")
+    ids = list(range(clients))
+    if dropped is None:
+        dropped = set(int(i) for i in rng.choice(clients, size=int(round(dropout * clients)), replace=False))
+
+    timed = _one_round(config, ids, updates, dropped, params, _ServerMemory(False), progress)
+    peak = None
+    if trace_memory:
+        # tracemalloc doubles allocation-heavy times: memory gets a pass of its own, untimed.
+        peak = _one_round(config, ids, updates, dropped, params, _ServerMemory(True), None)["peak"]
+    result, meter = timed["result"], timed["meter"]
+    client_seconds, server_seconds, bytes_up = timed["client_seconds"], timed["server_seconds"], timed["bytes_up"]
     expected = sum_mod([config.encoding.encode(updates[c]) for c in result.included], config.encoding.bits, params)
     floor = aes_ctr_floor(meter.bytes, params * config.encoding.encode(np.zeros(1)).itemsize)
     return {
@@ -177,7 +190,7 @@ def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | st
         "server_seconds": server_seconds,
         "bytes_up_total": bytes_up,
         "bytes_up_per_param_per_client": bytes_up / (clients * params),
-        "server_peak_bytes": memory.peak if trace_memory else None,
+        "server_peak_bytes": peak,
         "vector_bytes": params * int(np.dtype(np.uint32 if config.encoding.bits <= 32 else np.uint64).itemsize),
         "mask_seconds": meter.seconds,
         "mask_bytes": meter.bytes,

@@ -253,7 +253,8 @@ class SecAggServer(ServerSession):
                         for cid, shares in sent.items()}
         self._u2 = frozenset(answers)
         self._enter_live(MASKED, {
-            cid: MaskedInputRequest(self.round_id, SERVER_ID, cid, {peer: sent[peer][cid] for peer in self._mutual[cid]})
+            cid: MaskedInputRequest(self.round_id, SERVER_ID, cid,
+                                    {peer: sent[peer][cid] for peer in self._mutual[cid]})
             for cid in sorted(answers) if len(self._mutual[cid]) >= self.params.min_live
         }, answers, "clients with enough live share holders")
 

@@ -50,7 +50,8 @@ def advertise_payload(header: bytes, model_digest: bytes, advert: bytes, nonce_c
 def seed_commitment(header: bytes, cid: int, seed: bytes) -> bytes:
     """A binding, hiding commitment to a 32-byte self-mask seed (the server checks the seed it
     rebuilds against it, so a wrong share can never yield a wrong sum)."""
-    return Transcript(LABEL + b"/self-mask-seed").bytes("header", header).int("client", cid).bytes("seed", seed).digest()
+    return (Transcript(LABEL + b"/self-mask-seed").bytes("header", header).int("client", cid)
+            .bytes("seed", seed).digest())
 
 
 def nonce_commitment(header: bytes, cid: int, reveal: bytes) -> bytes:

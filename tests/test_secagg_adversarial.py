@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from privagg import AggregationAborted, MalformedMessage, ProtocolViolation, simulate
+from privagg import MalformedMessage, ProtocolViolation, simulate
 from privagg.messages import SERVER_ID, Message
 from secagg import SecAgg
 from secagg import keys as kx

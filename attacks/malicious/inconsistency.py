@@ -10,9 +10,9 @@ aggregate and pulls the target's images out of the bins, however many clients th
 
 Against ``security="active"`` every client signs its keys together with the digest of the
 model it trained on, and checks its peers' signatures against its *own* digest: the target's
-signature does not verify for anyone else and theirs do not verify for the target, so every
-honest client refuses at the share-keys stage and the round aborts before any masked input is
-sent.
+signature does not verify for anyone else and theirs do not verify for the target. The others
+leave the target out (a peer whose signature fails is refused alone), the target finds no peer
+it can share with and refuses the round: the aggregate never contains its update.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def model_inconsistency(setting: Setting, *, security: Literal["semi-honest", "a
             **common, completed=False, recovery=None, seconds=time.perf_counter() - started,
             summary=(f"detected: {len(round_.refusals)} of {setting.clients} clients refused (the signatures of "
                      f"clients holding another model do not verify) and the round aborted; nothing was aggregated"))
+    if target not in result.included:
+        return MaliciousOutcome(
+            **common, completed=False, recovery=None, seconds=time.perf_counter() - started,
+            summary=(f"detected: client {target} refused (no peer signed for the model it received) and the "
+                     f"others left it out; the aggregate of {len(result.included)} clients does not contain it"))
     traps = _trap_coordinates(setting, spec, len(result.aggregate))
     # The others contributed exact zeros there: the sum is the target's input as the encoding
     # made it (clipped, rounded), bit for bit.
