@@ -75,8 +75,9 @@ class ViewEntry:
 
 
 _VIEW_MAGIC = b"PAGV"
-_VIEW_VERSION = 1
+_VIEW_VERSION = 2  # 2 adds ``facts``; version 1 views are still read
 _TEXT = Text(256)
+_FACT = Text(1 << 16)
 _IDS = IdList()
 _ENCODED = Vector(("uint32", "uint64"))
 _FLOATS = Vector(("float64",))
@@ -98,6 +99,9 @@ class ServerView:
         self.dropped: tuple[int, ...] = ()
         self.encoded_output: npt.NDArray[np.unsignedinteger] | None = None
         self.output: npt.NDArray[np.float64] | None = None
+        #: Public facts of the round that are in no received message (e.g. the realised graph
+        #: seed), which a mode's ``disclose`` needs: text keys and values.
+        self.facts: dict[str, str] = {}
 
     def record(self, stage: str, sender: int, message: Message | None, size: int) -> None:
         self.entries.append(ViewEntry(stage, sender, message, size))
@@ -138,6 +142,10 @@ class ServerView:
             w.u8(vec is not None)
             if vec is not None:
                 codec.write(w, vec)
+        w.u32(len(self.facts))
+        for key in sorted(self.facts):
+            _TEXT.write(w, key)
+            _FACT.write(w, self.facts[key])
         body = w.getvalue()
         return body + struct.pack("<I", zlib.crc32(body))
 
@@ -150,8 +158,11 @@ class ServerView:
         if zlib.crc32(body) != crc:
             raise MalformedMessage("server view checksum mismatch")
         r = Reader(body)
-        if bytes(r.take(4)) != _VIEW_MAGIC or r.u8() != _VIEW_VERSION:
-            raise MalformedMessage("not a privagg server view (bad magic or version)")
+        if bytes(r.take(4)) != _VIEW_MAGIC:
+            raise MalformedMessage("not a privagg server view (bad magic)")
+        version = r.u8()
+        if version not in (1, _VIEW_VERSION):
+            raise MalformedMessage(f"server view version {version} is not supported")
         view = cls(_TEXT.read(r, "mode"), r.u64(), _IDS.read(r, "client_ids"))
         view.included = _IDS.read(r, "included")
         view.dropped = _IDS.read(r, "dropped")
@@ -165,6 +176,10 @@ class ServerView:
             view.encoded_output = _ENCODED.read(r, "encoded_output")
         if r.u8():
             view.output = _FLOATS.read(r, "output")
+        if version >= 2:
+            for _ in range(r.length(1 << 12, 8, "facts")):
+                key = _TEXT.read(r, "fact")
+                view.facts[key] = _FACT.read(r, key)
         r.expect_end()
         return view
 

@@ -76,3 +76,6 @@ class Disclosure:
     individual: Mapping[int, npt.NDArray[np.float64]]
     partial_sums: tuple[PartialSum, ...]
     summary: str
+    #: Honest clients whose individual update the adversary can compute with its colluders'
+    #: secret state (their shares), which the view alone does not hold: listed, never hidden.
+    exposed: tuple[int, ...] = ()

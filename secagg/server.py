@@ -93,6 +93,10 @@ class SecAggServer(ServerSession):
         self._signatures: dict[int, bytes] = {}
         self._require(len(self.client_ids), "clients in the roster")
         p = self.params
+        self.view.facts.update(neighbours=str(p.neighbours), threshold=str(p.threshold),
+                               quorum=str(p.signatures_needed), security="active" if p.active else "semi-honest")
+        if semi_honest_sparse:
+            self.view.facts["graph_seed"] = self.graph_seed.hex()
         request = dict(roster=p.roster, graph_seed=self.graph_seed, nonce=self._nonce, neighbours=p.neighbours,
                        threshold=p.threshold, quorum=p.signatures_needed, bits=p.bits, dimension=p.dimension,
                        active=p.active, protocol=PROTOCOL)
@@ -231,6 +235,7 @@ class SecAggServer(ServerSession):
         self._reveals = {cid: msg.reveal for cid, msg in answers.items()}  # type: ignore[attr-defined]
         seed = tx.graph_seed(self._header, self._entries, [self._reveals[c] for c in sorted(self._reveals)])
         self.graph_seed = seed
+        self.view.facts["graph_seed"] = seed.hex()
         self._graph = NeighbourGraph(self.params.roster, self.params.neighbours, seed)
         self._broadcast_keys()
 
