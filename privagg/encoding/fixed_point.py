@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from privagg.encoding.modular import UIntArray, check_bits, reduce_mod, to_signed
+from privagg.encoding.modular import UIntArray, _shown, check_bits, reduce_mod, to_signed
 from privagg.errors import ConfigurationError, EncodingOverflow, InvalidUpdate
 
 __all__ = ["FixedPoint", "Rounding", "as_float_vector"]
@@ -37,11 +37,14 @@ Rounding = Literal["deterministic", "stochastic"]
 
 def as_float_vector(values: npt.ArrayLike, *, what: str = "update") -> npt.NDArray[np.float64]:
     """A 1-D float64 copy of ``values``, refusing non-numeric, complex, NaN and inf entries."""
-    arr = np.asarray(values)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise InvalidUpdate(f"{what} has unsupported dtype {arr.dtype}; expected real numbers")
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged lists, odd objects
+        raise InvalidUpdate(f"{what} is not an array of real numbers: {exc}") from None
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise InvalidUpdate(f"{what} has complex dtype {arr.dtype}; expected real numbers")
+    if arr.dtype.kind not in "biuf":  # object, str, bytes, datetime, timedelta, void
+        raise InvalidUpdate(f"{what} has unsupported dtype {arr.dtype}; expected real numbers")
     if arr.ndim != 1:
         raise InvalidUpdate(f"{what} must be a flat vector, got shape {arr.shape}; use privagg.flatten")
     vec = arr.astype(np.float64)
@@ -55,12 +58,58 @@ def as_float_vector(values: npt.ArrayLike, *, what: str = "update") -> npt.NDArr
     return vec
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _positive_float(name: str, value: object) -> float:
+    """``value`` as a positive finite float (ints and numpy reals too, never a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigurationError(f"{name} must be a positive finite number, got {_shown(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        raise ConfigurationError(f"{name} must be a positive finite number, got {_shown(value)}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigurationError(f"{name} must be a positive finite number, got {_shown(value)}")
+    return number
+
+
+#: The largest power of two a float holds.
+_MAX_EXPONENT = 1023
+#: Client ids are u64: no round has more clients (larger counts are refused, not printed).
+_MAX_CLIENTS = 1 << 64
+
+
+def _derived_scale(clip: float, per_client: int) -> float | None:
+    """The largest power-of-two scale ``2**k`` (``k >= 0``) with ``ceil(clip * 2**k) <= per_client``.
+
+    Exact: ``clip`` is a binary fraction ``p / q``, and ``ceil(clip * 2**k) <= per_client``
+    holds iff ``p * 2**k <= per_client * q`` (``per_client`` is an integer), so ``k`` is found with
+    integers alone; no float rounding can give a scale one client short. ``None`` if even
+    ``k = 0`` does not fit. (``clip * 2**k`` is then exact in floats too.)
+    """
+    p, q = clip.as_integer_ratio()
+    a = per_client * q
+    if p > a:
+        return None
+    k = a.bit_length() - p.bit_length()  # 2**(k-1) < a / p < 2**(k+1)
+    if (p << k) > a:
+        k -= 1
+    return math.ldexp(1.0, min(k, _MAX_EXPONENT))
+
+
 @dataclass(frozen=True)
 class FixedPoint:
     """Encode floats in ``[-clip, clip]`` as integers modulo ``2**bits``.
 
     Give either ``scale`` (integers per unit) or ``max_clients``, from which the largest
-    power-of-two scale that still lets ``max_clients`` inputs sum without overflow is derived.
+    power-of-two scale that still lets ``max_clients`` inputs sum without overflow is derived,
+    exactly (with integers: ``max_clients * ceil(clip * scale) < 2**(bits-1)`` always holds, at
+    64 bits too). ``bits`` and ``max_clients`` take Python or numpy integers (never a bool),
+    ``clip`` and ``scale`` positive finite Python or numpy reals; they are stored as ``int``
+    and ``float``. Anything else is a :class:`ConfigurationError`, a clip and scale whose
+    product does not fit an :class:`EncodingOverflow`.
     """
 
     bits: int = 32
@@ -71,28 +120,31 @@ class FixedPoint:
     _max_int: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
-        check_bits(self.bits)
-        if not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0):
-            raise ConfigurationError(f"clip must be a positive finite number, got {self.clip!r}")
-        if self.rounding not in ("deterministic", "stochastic"):
+        object.__setattr__(self, "bits", check_bits(self.bits))
+        object.__setattr__(self, "clip", _positive_float("clip", self.clip))
+        if not isinstance(self.rounding, str) or self.rounding not in ("deterministic", "stochastic"):
             raise ConfigurationError(
-                f"rounding must be 'deterministic' or 'stochastic', got {self.rounding!r}"
+                f"rounding must be 'deterministic' or 'stochastic', got {_shown(self.rounding)}"
             )
-        if not isinstance(self.max_clients, int) or self.max_clients < 1:
-            raise ConfigurationError(f"max_clients must be a positive integer, got {self.max_clients!r}")
+        if not _is_int(self.max_clients) or not 1 <= int(self.max_clients) <= _MAX_CLIENTS:
+            raise ConfigurationError(
+                f"max_clients must be an integer in [1, 2^64], got {_shown(self.max_clients)}"
+            )
+        object.__setattr__(self, "max_clients", int(self.max_clients))
         half = (1 << (self.bits - 1)) - 1
-        scale = self.scale
-        if scale is None:
-            per_client = half / (self.max_clients * self.clip)
-            if per_client < 1:
+        if self.scale is None:
+            scale = _derived_scale(self.clip, half // self.max_clients)
+            if scale is None:
                 raise EncodingOverflow(self.max_clients, self.bits, self.clip, 1.0)
-            scale = float(2 ** math.floor(math.log2(per_client)))
-            object.__setattr__(self, "scale", scale)
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ConfigurationError(f"scale must be a positive finite number, got {scale!r}")
-        object.__setattr__(self, "_max_int", math.ceil(self.clip * scale))
-        if self._max_int >= (1 << (self.bits - 1)):
+        else:
+            scale = _positive_float("scale", self.scale)
+        object.__setattr__(self, "scale", scale)
+        # The largest magnitude encode() can produce: it rounds fl(x * scale) with |x| <= clip,
+        # and float multiplication is monotone, so no input goes beyond ceil(fl(clip * scale)).
+        top = self.clip * scale
+        if not math.isfinite(top) or top > half:
             raise EncodingOverflow(1, self.bits, self.clip, scale)
+        object.__setattr__(self, "_max_int", max(1, math.ceil(top)))
 
     @property
     def resolution(self) -> float:
@@ -106,6 +158,8 @@ class FixedPoint:
 
     def check_capacity(self, clients: int) -> None:
         """Raise :class:`EncodingOverflow` if ``clients`` inputs could overflow the modulus."""
+        if not _is_int(clients) or not 0 <= int(clients) <= _MAX_CLIENTS:
+            raise ConfigurationError(f"clients must be an integer in [0, 2^64], got {_shown(clients)}")
         if clients > self.capacity:
             raise EncodingOverflow(clients, self.bits, self.clip, float(self.scale))  # type: ignore[arg-type]
 
@@ -132,8 +186,13 @@ class FixedPoint:
             np.rint(vec, out=vec)
         else:
             rng = np.random.default_rng(seed if seed is not None else secrets.randbits(128))
-            vec += rng.random(vec.shape[0])
-            np.floor(vec, out=vec)
+            coins = rng.random(vec.shape[0])
+            # floor(v) + [u >= 1 - frac(v)], which is floor(v + u) computed exactly: the float sum
+            # v + u can round up to floor(v) + 2 or, for an integral v, to v + 1, past the bound.
+            low = np.floor(vec)
+            vec -= low  # the fractional part, in [0, 1]
+            np.subtract(1.0, vec, out=vec)
+            vec = low + (coins >= vec)
         # Clipping guarantees |vec| <= ceil(clip * scale), the bound check_capacity assumes.
         return reduce_mod(vec.astype(np.int64), self.bits)
 
@@ -144,7 +203,7 @@ class FixedPoint:
         """
         if clients is not None:
             self.check_capacity(clients)
-        return to_signed(np.asarray(total), self.bits).astype(np.float64) / float(self.scale)  # type: ignore[arg-type]
+        return to_signed(total, self.bits).astype(np.float64) / float(self.scale)  # type: ignore[arg-type]
 
     def quantize(self, values: npt.ArrayLike, *, seed: int | None = None) -> npt.NDArray[np.float64]:
         """What one input becomes after encoding and decoding (clipping and rounding applied)."""

@@ -20,10 +20,20 @@ MAX_BITS = 64
 UIntArray = npt.NDArray[np.unsignedinteger]
 
 
+def _shown(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about hostile arguments
+    (the repr of an int of more than 4,300 digits even raises ``ValueError``)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def check_bits(bits: int) -> int:
     """Return ``bits`` if it is a supported modulus width, else raise ``ConfigurationError``."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= MAX_BITS:
-        raise ConfigurationError(f"bits must be an integer in [2, {MAX_BITS}], got {bits!r}")
+    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= MAX_BITS:
+        raise ConfigurationError(f"bits must be an integer in [2, {MAX_BITS}], got {_shown(bits)}")
     return int(bits)
 
 
@@ -42,11 +52,20 @@ def _native_wrap(bits: int) -> bool:
     return bits in (32, 64)
 
 
+def _integer_array(values: npt.ArrayLike, what: str) -> npt.NDArray[np.integer]:
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged lists, odd objects
+        raise ConfigurationError(f"{what} needs an array of integers: {exc}") from None
+    if not np.issubdtype(arr.dtype, np.integer) or arr.dtype.kind not in "iu":
+        raise ConfigurationError(f"{what} needs integers, got dtype {arr.dtype}")
+    return arr
+
+
 def reduce_mod(values: npt.ArrayLike, bits: int) -> UIntArray:
     """Reduce integers (any sign, int64 or unsigned) modulo ``2**bits`` into :func:`uint_dtype`."""
-    arr = np.asarray(values)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ConfigurationError(f"reduce_mod needs integers, got dtype {arr.dtype}")
+    check_bits(bits)
+    arr = _integer_array(values, "reduce_mod")
     # int64 -> uint64 is two's complement, which is already correct modulo 2**64.
     wide = arr.astype(np.uint64, copy=False) if arr.dtype != np.uint64 else arr
     if not _native_wrap(bits):
@@ -91,8 +110,8 @@ def sum_mod(vectors: list[UIntArray] | tuple[UIntArray, ...], bits: int, length:
 
 def to_signed(values: UIntArray, bits: int) -> npt.NDArray[np.int64]:
     """Centre residues modulo ``2**bits`` on zero: ``[2**(bits-1), 2**bits)`` maps to negatives."""
-    check_bits(bits)
-    wide = np.array(values, dtype=np.uint64, copy=True)
+    bits = check_bits(bits)
+    wide = _integer_array(values, "to_signed").astype(np.uint64, copy=True)
     if bits < 64:
         # r - 2**bits for the upper half, computed modulo 2**64: the two's complement of it.
         wide[wide >= np.uint64(1 << (bits - 1))] += np.uint64((1 << 64) - (1 << bits))

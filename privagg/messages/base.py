@@ -26,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from privagg.errors import ConfigurationError, MalformedMessage, ProtocolViolation
-from privagg.messages.codec import MAX_ID, U64, FieldCodec, Reader, Writer
+from privagg.messages.codec import MAX_ID, U64, FieldCodec, Reader, Writer, byte_view
 
 __all__ = [
     "MAGIC", "WIRE_VERSION", "SERVER_ID", "MAX_MESSAGE_BYTES", "Message", "wire", "message_type",
@@ -163,10 +163,13 @@ def message_types() -> dict[int, type[Message]]:
 
 
 def parse_message(data: bytes | bytearray | memoryview, *, max_size: int = MAX_MESSAGE_BYTES) -> Message:
-    """Parse untrusted bytes into a message, or raise :class:`MalformedMessage`."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise MalformedMessage(f"expected bytes, got {type(data).__name__}")
-    view = memoryview(data).cast("B")
+    """Parse untrusted bytes into a message, or raise :class:`MalformedMessage`.
+
+    ``data`` may be any bytes-like object (``bytes``, ``bytearray``, a ``memoryview`` of any
+    shape or stride, a numpy array); a non-contiguous one is copied once. Nothing but
+    :class:`MalformedMessage` comes out for input that is not exactly one valid message.
+    """
+    view = byte_view(data, max_size + _HEADER.size + _CRC.size)
     if len(view) > max_size + _HEADER.size + _CRC.size:
         raise MalformedMessage(f"message of {len(view)} bytes exceeds the limit of {max_size}")
     if len(view) < _HEADER.size + _CRC.size:
@@ -194,9 +197,11 @@ def parse_message(data: bytes | bytearray | memoryview, *, max_size: int = MAX_M
         return cls(**values)
     except MalformedMessage:
         raise
-    except (ConfigurationError, ValueError, TypeError, OverflowError, struct.error) as exc:
-        # A field that decodes but fails the constructor's checks is still malformed input.
-        raise MalformedMessage(f"invalid {cls.NAME} message: {exc}") from None
+    except Exception as exc:
+        # A field that decodes but fails the constructor's checks is still malformed input, and
+        # so is anything a (possibly third-party) field codec trips over: callers handling
+        # untrusted bytes catch one exception type.
+        raise MalformedMessage(f"invalid {cls.NAME} message: {type(exc).__name__}: {exc}") from None
 
 
 def check_envelope(msg: Message, *, round_id: int, sender: int, recipient: int) -> None:

@@ -2,7 +2,9 @@
 
 Every length read from the wire is checked against both a per-field maximum and the bytes
 actually left before anything is allocated, so a forged length can neither exhaust memory
-nor make the parser hang. Decoders raise :class:`MalformedMessage` and nothing else.
+nor make the parser hang: what a decode allocates is at most a small constant times its input
+(64x, for a 1-bit packed ``uint64`` vector) plus a few KiB. Decoders raise
+:class:`MalformedMessage` and nothing else; a :class:`Reader` takes any bytes-like object.
 Encodings are canonical (sorted, duplicate-free keys), so ``parse(serialize(x)) == x`` and
 every valid message has exactly one serialization.
 """
@@ -20,7 +22,8 @@ from privagg.errors import ConfigurationError, MalformedMessage
 
 __all__ = [
     "Reader", "Writer", "FieldCodec", "U64", "F64", "Bool", "Bytes", "Text", "IdList",
-    "Vector", "PackedVector", "BytesMap", "MAX_ID", "VECTOR_DTYPES",
+    "Vector", "PackedVector", "BytesMap", "MAX_ID", "MAX_ZERO_WIDTH_VALUES", "VECTOR_DTYPES",
+    "byte_view",
 ]
 
 MAX_ID = 2**64 - 1
@@ -43,7 +46,35 @@ VECTOR_DTYPES: dict[int, np.dtype] = {
 _DTYPE_CODES = {dt.newbyteorder("="): code for code, dt in VECTOR_DTYPES.items()}
 #: A packed vector never decodes to more than an unpacked one could occupy in a message.
 _MAX_DECODED = 1 << 30
+#: The longest all-zero vector a :class:`PackedVector` sends with width 0, i.e. with no payload
+#: (at most 32 KiB decoded from a 10-byte field); longer zero vectors cost one bit per value.
+MAX_ZERO_WIDTH_VALUES = 4096
 _CHUNK_VALUES = 1 << 13  # x8: 65,536 values unpacked at a time
+
+
+def byte_view(data: Any, limit: int | None = None) -> memoryview:
+    """A flat, contiguous view of the bytes of any bytes-like object, or :class:`MalformedMessage`.
+
+    Contiguous buffers are viewed without a copy; a non-contiguous one (``memoryview(b)[::2]``,
+    a strided numpy array) is copied once, in logical order, so the copy is the size of the
+    input. Objects that are not bytes-like (``str``, ``int``, a released view) are malformed,
+    and so is anything longer than ``limit`` bytes (refused before any copy).
+    """
+    if isinstance(data, str):
+        raise MalformedMessage("expected bytes, got str")
+    try:
+        view = memoryview(data)
+        nbytes = view.nbytes
+    except (TypeError, ValueError, BufferError) as exc:  # not a buffer, a released view, dtype=object
+        raise MalformedMessage(f"expected a bytes-like object, got {type(data).__name__} ({exc})") from None
+    if limit is not None and nbytes > limit:
+        raise MalformedMessage(f"input of {nbytes} bytes exceeds the limit of {limit} bytes")
+    try:
+        if not view.c_contiguous:
+            return memoryview(view.tobytes())
+        return view if view.ndim == 1 and view.format == "B" else view.cast("B")
+    except (TypeError, ValueError, BufferError, NotImplementedError) as exc:
+        raise MalformedMessage(f"cannot read the bytes of a {type(data).__name__} ({exc})") from None
 
 
 class Reader:
@@ -52,7 +83,7 @@ class Reader:
     __slots__ = ("_view", "_pos")
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
-        self._view = memoryview(data).cast("B")
+        self._view = byte_view(data)
         self._pos = 0
 
     @property
@@ -131,6 +162,15 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """A bounded repr for error messages (an int of over 4,300 digits cannot even be printed)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 class FieldCodec(ABC):
     """How one message field is checked, written and read."""
 
@@ -152,7 +192,7 @@ class FieldCodec(ABC):
 class U64(FieldCodec):
     def check(self, name: str, value: Any) -> int:
         if not _is_int(value) or not 0 <= value <= MAX_ID:
-            raise ConfigurationError(f"{name} must be an integer in [0, 2^64), got {value!r}")
+            raise ConfigurationError(f"{name} must be an integer in [0, 2^64), got {_shown(value)}")
         return int(value)
 
     def write(self, w: Writer, value: int) -> None:
@@ -166,9 +206,14 @@ class F64(FieldCodec):
     """A finite float."""
 
     def check(self, name: str, value: Any) -> float:
-        if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool) or not np.isfinite(value):
-            raise ConfigurationError(f"{name} must be a finite number, got {value!r}")
-        return float(value)
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond the float range
+                number = float("inf")
+            if np.isfinite(number):
+                return number
+        raise ConfigurationError(f"{name} must be a finite number, got {_shown(value)}")
 
     def write(self, w: Writer, value: float) -> None:
         w.f64(value)
@@ -183,7 +228,7 @@ class F64(FieldCodec):
 class Bool(FieldCodec):
     def check(self, name: str, value: Any) -> bool:
         if not isinstance(value, (bool, np.bool_)):
-            raise ConfigurationError(f"{name} must be a bool, got {value!r}")
+            raise ConfigurationError(f"{name} must be a bool, got {_shown(value)}")
         return bool(value)
 
     def write(self, w: Writer, value: bool) -> None:
@@ -343,9 +388,19 @@ class PackedVector(Vector):
     """An unsigned vector sent with only as many bits per value as its largest value needs.
 
     Residues modulo ``2**bits`` with ``bits`` below the dtype's width (say a 20-bit secure
-    aggregation round in ``uint32``) then cost ``bits / 8`` bytes each instead of 4. The width
-    is the bit length of the maximum, so the encoding is canonical; values are packed
-    little-endian, bit by bit, and the padding bits of the last byte must be zero.
+    aggregation round in ``uint32``) then cost ``bits / 8`` bytes each instead of 4. Values are
+    packed little-endian, bit by bit, and the padding bits of the last byte must be zero.
+
+    Wire: ``dtype code u8 | count u64 | width u8 | ceil(count * width / 8) bytes``. The width
+    is the bit length of the maximum, so the encoding is canonical, with one exception that
+    keeps decoding proportionate to the input: width 0 (no payload at all) is only allowed for
+    an all-zero vector of at most :data:`MAX_ZERO_WIDTH_VALUES` values. A longer all-zero
+    vector is written with width 1 (one zero bit per value), and its width-0 form is refused.
+    So every decode allocates at most ``8 * itemsize`` (<= 64) bytes per byte of payload, plus
+    at most ``8 * MAX_ZERO_WIDTH_VALUES`` bytes for a payload-free zero vector: a 10-byte field
+    can no longer declare a gigabyte of zeros. Every vector an earlier writer produced stays
+    readable, except all-zero vectors longer than :data:`MAX_ZERO_WIDTH_VALUES` (written with
+    width 0 before this rule), which are refused as malformed.
     """
 
     def __init__(self, dtypes: Sequence[str] = ("uint32", "uint64"), max_len: int = 1 << 31) -> None:
@@ -353,20 +408,30 @@ class PackedVector(Vector):
         if any(dt.kind != "u" for dt in self.dtypes):
             raise ConfigurationError("packed vectors hold unsigned integers")
 
+    @staticmethod
+    def width_of(values: np.ndarray) -> int:
+        """The canonical packed width of an unsigned vector (see the class docstring)."""
+        n = values.shape[0]
+        width = int(values.max()).bit_length() if n else 0
+        return 1 if width == 0 and n > MAX_ZERO_WIDTH_VALUES else width
+
     def write(self, w: Writer, value: np.ndarray) -> None:
         code = _DTYPE_CODES[value.dtype.newbyteorder("=")]
         dt = VECTOR_DTYPES[code]
         data = np.ascontiguousarray(value, dtype=dt)
         full = dt.itemsize * 8
-        width = int(data.max()).bit_length() if data.size else 0
+        width = self.width_of(data)
         w.u8(code)
         w.u64(data.shape[0])
         w.u8(width)
         if width == full:
             w.raw(memoryview(data).cast("B"))
         elif width:
-            bits = np.unpackbits(data.view(np.uint8).reshape(-1, dt.itemsize), axis=1, bitorder="little")
-            w.raw(np.packbits(bits[:, :width], bitorder="little").tobytes())
+            # In chunks, so the one-byte-per-bit temporaries stay small.
+            for start in range(0, data.shape[0], 8 * _CHUNK_VALUES):
+                chunk = data[start : start + 8 * _CHUNK_VALUES]
+                bits = np.unpackbits(chunk.view(np.uint8).reshape(-1, dt.itemsize), axis=1, bitorder="little")
+                w.raw(np.packbits(bits[:, :width], bitorder="little").tobytes())
 
     def read(self, r: Reader, name: str) -> np.ndarray:
         dt = self._read_dtype(r, name)
@@ -377,6 +442,11 @@ class PackedVector(Vector):
             raise MalformedMessage(f"{name} declares {n} values, above the limit")
         if width > full or (n == 0 and width):
             raise MalformedMessage(f"{name} declares {width}-bit values in a {full}-bit type")
+        if width == 0 and n > MAX_ZERO_WIDTH_VALUES:
+            raise MalformedMessage(
+                f"{name} declares {n} zero values with no payload, above the limit of "
+                f"{MAX_ZERO_WIDTH_VALUES} (longer zero vectors are packed with width 1)"
+            )
         nbytes = (n * width + 7) // 8
         if nbytes > r.remaining:
             raise MalformedMessage(f"truncated: {name} declares {n} values, only {r.remaining} bytes left")
@@ -387,7 +457,7 @@ class PackedVector(Vector):
             arr = np.zeros(n, dtype=dt.newbyteorder("="))
             # Unpack in chunks of whole bytes and values, so temporaries stay small.
             step = 8 * _CHUNK_VALUES
-            for start in range(0, n, step):
+            for start in range(0, n if width else 0, step):
                 count = min(step, n - start)
                 lo, hi = start * width // 8, (start * width + count * width + 7) // 8
                 bits = np.unpackbits(raw[lo:hi], bitorder="little")[: count * width]
@@ -396,7 +466,7 @@ class PackedVector(Vector):
                 arr[start : start + count] = np.packbits(grid, axis=1, bitorder="little").view(dt).reshape(count)
             if width and n * width % 8 and raw[-1] >> (n * width % 8):
                 raise MalformedMessage(f"{name} has non-zero padding bits")
-        if n and int(arr.max()).bit_length() != width:
+        if self.width_of(arr) != width:
             raise MalformedMessage(f"{name} is not canonically packed (width {width})")
         return arr
 
@@ -414,7 +484,10 @@ class BytesMap(FieldCodec):
         if len(value) > self.max_entries:
             raise ConfigurationError(f"{name} has {len(value)} entries, above {self.max_entries}")
         u64 = U64()
-        return {u64.check(name, k): self.value_codec.check(name, value[k]) for k in sorted(value)}
+        checked = {u64.check(name, k): self.value_codec.check(name, v) for k, v in value.items()}
+        if len(checked) != len(value):  # a Mapping whose distinct keys are one client id
+            raise ConfigurationError(f"{name} holds duplicate client ids")
+        return dict(sorted(checked.items()))
 
     def write(self, w: Writer, value: dict[int, bytes]) -> None:
         w.u32(len(value))
