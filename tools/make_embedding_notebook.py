@@ -28,7 +28,7 @@ N_CLIENTS, N_PARAMS, ROUND = 8, 1_000, 1
 DROPS_AT = {5: "masked_input"}          # client 5 stops answering from this stage on
 STAGE_DEADLINE = 2.0                    # seconds the server waits for each stage
 
-config = SecAgg(neighbours="auto")      # SecAgg+: each client masks with a few neighbours
+config = SecAgg(neighbours="auto", dimension=N_PARAMS)  # SecAgg+, every update N_PARAMS long
 rng = np.random.default_rng(0)
 updates = {cid: rng.uniform(-1, 1, N_PARAMS) for cid in range(N_CLIENTS)}
 config.parameters(range(N_CLIENTS))""")
