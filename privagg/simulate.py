@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -11,7 +12,17 @@ from privagg.encoding.structure import flatten
 from privagg.errors import ConfigurationError, InvalidUpdate
 from privagg.interface import AggregationResult, Aggregator, Traffic, check_client_ids
 
-__all__ = ["simulate", "client_seeds", "normalise_updates", "update_dimension"]
+__all__ = ["simulate", "client_seeds", "normalise_updates", "update_dimension", "start_server"]
+
+
+def start_server(aggregator: Aggregator, client_ids: Sequence[int], *, round_id: int,
+                 dimension: int | None) -> Any:
+    """``aggregator.server(...)`` with the round's vector length, for aggregators written
+    before ``server()`` took ``dimension`` too (their signature does not name it)."""
+    parameters = inspect.signature(aggregator.server).parameters
+    if "dimension" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return aggregator.server(client_ids, round_id=round_id, dimension=dimension)
+    return aggregator.server(client_ids, round_id=round_id)
 
 
 def update_dimension(by_id: Mapping[int, Any]) -> int | None:
@@ -83,7 +94,7 @@ def simulate(
             raise ConfigurationError(f"unknown stage {stage!r} for mode {aggregator.mode!r}; stages: {list(stages)}")
         drop_from[cid] = stages.index(stage)
 
-    server = aggregator.server(ids, round_id=round_id, dimension=update_dimension(by_id))
+    server = start_server(aggregator, ids, round_id=round_id, dimension=update_dimension(by_id))
     seeds = client_seeds(seed, ids)
     clients = {cid: aggregator.client(cid, by_id[cid], round_id=round_id, seed=seeds[cid]) for cid in ids}
     up = down = n_up = n_down = 0

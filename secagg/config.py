@@ -25,8 +25,10 @@ from privagg.encoding.fixed_point import FixedPoint, Rounding
 from privagg.errors import ConfigurationError, InsecureParameters
 from privagg.identity import Identities, Roster, SigningKey, as_signing_key
 from privagg.interface import Aggregator, ServerView
+from privagg.messages.codec import CheckedIds, IdList
 from privagg.threats import Disclosure, ThreatModel
 from secagg.graph import check_threshold, default_threshold, effective_neighbours
+from secagg.messages import MAX_ROSTER
 from secagg.round import ACTIVE_SPARSE_STAGES, ACTIVE_STAGES, STAGES, RoundParameters
 
 __all__ = ["SecAgg", "RoundParameters", "STAGES", "ACTIVE_STAGES", "ACTIVE_SPARSE_STAGES"]
@@ -41,6 +43,16 @@ def _integer(name: str, value: Any, *, minimum: int, optional: bool = True) -> i
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
         raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _roster(roster: Iterable[int]) -> CheckedIds:
+    """The roster as one checked, sorted tuple (as parsed from a message, it already is: O(1))."""
+    if type(roster) is CheckedIds:
+        return roster
+    try:
+        return IdList(MAX_ROSTER).check("roster", list(roster))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"bad roster: {exc}") from None
 
 
 def _fraction(name: str, value: Any) -> float | None:
@@ -186,7 +198,7 @@ class SecAgg(Aggregator):
     def parameters(self, roster: Iterable[int], dimension: int | None = None) -> RoundParameters:
         """Every parameter of a round over ``roster``, from this configuration alone (no check
         of who is in it: sessions use :meth:`admit`)."""
-        ids = tuple(sorted(int(c) for c in roster))
+        ids = _roster(roster)
         n = len(ids)
         k, t = self.graph_parameters(n)
         # Two conflicting survivor sets must never both gather the quorum. Honest clients sign
@@ -201,7 +213,7 @@ class SecAgg(Aggregator):
         takes part in it: the roster size within :meth:`roster_bounds`, every client in the
         configured roster (active), a known vector length. Raises
         :class:`InsecureParameters` or :class:`ConfigurationError` naming what does not fit."""
-        ids = tuple(sorted(int(c) for c in roster))
+        ids = _roster(roster)
         n = len(ids)
         low, high = self.roster_bounds()
         if not low <= n <= high:

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
+from privagg.messages.codec import CheckedIds
 from privagg.transcript import Transcript
 from secagg.round import RoundParameters
 
@@ -27,10 +30,16 @@ __all__ = ["header_digest", "advert_digest", "advertise_payload", "seed_commitme
 LABEL = b"privagg/secagg/v2"
 
 
+def _ids_bytes(ids: Sequence[int]) -> bytes:
+    if isinstance(ids, CheckedIds):
+        return ids.wire_bytes()
+    return np.asarray(ids, dtype="<u8").tobytes()
+
+
 def header_digest(params: RoundParameters, *, round_id: int, protocol: str, nonce: bytes,
                   graph_seed: bytes) -> bytes:
     return (Transcript(LABEL + b"/header").text("protocol", protocol).int("round", round_id)
-            .ints("roster", params.roster).int("neighbours", params.neighbours)
+            .bytes("roster", _ids_bytes(params.roster)).int("neighbours", params.neighbours)
             .int("threshold", params.threshold).int("quorum", params.signatures_needed)
             .int("bits", params.bits).int("dimension", params.dimension).int("active", params.active)
             .bytes("nonce", nonce).bytes("graph_seed", graph_seed).digest())

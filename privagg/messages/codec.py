@@ -301,6 +301,19 @@ class Text(FieldCodec):
             raise MalformedMessage(f"{name} is not valid UTF-8") from None
 
 
+class CheckedIds(tuple):  # type: ignore[type-arg]
+    """A tuple of client ids already checked (strictly increasing, each a u64), as
+    :class:`IdList` returns it. Messages built from it skip the per-id check, and its wire bytes
+    are computed once: a server sends one roster of 10,000 ids to 10,000 clients in O(n) work
+    per message, not O(n log n) Python checks each."""
+
+    def wire_bytes(self) -> bytes:
+        cached = self.__dict__.get("_wire")
+        if cached is None:
+            cached = self.__dict__["_wire"] = np.asarray(self, dtype="<u8").tobytes()
+        return cached
+
+
 class IdList(FieldCodec):
     """A set of client ids, carried as a strictly increasing tuple (one canonical form)."""
 
@@ -310,7 +323,11 @@ class IdList(FieldCodec):
     def check(self, name: str, value: Any) -> tuple[int, ...]:
         if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, set, frozenset, np.ndarray)):
             raise ConfigurationError(f"{name} must be a collection of client ids")
-        ids = tuple(sorted(U64().check(name, v) for v in value))
+        if type(value) is CheckedIds:
+            if len(value) > self.max_count:
+                raise ConfigurationError(f"{name} holds {len(value)} ids, above {self.max_count}")
+            return value
+        ids = CheckedIds(sorted(U64().check(name, v) for v in value))
         if len(set(ids)) != len(ids):
             raise ConfigurationError(f"{name} holds duplicate client ids")
         if len(ids) > self.max_count:
@@ -319,14 +336,14 @@ class IdList(FieldCodec):
 
     def write(self, w: Writer, value: tuple[int, ...]) -> None:
         w.u32(len(value))
-        w.raw(np.asarray(value, dtype="<u8").tobytes())
+        w.raw(value.wire_bytes() if type(value) is CheckedIds else np.asarray(value, dtype="<u8").tobytes())
 
     def read(self, r: Reader, name: str) -> tuple[int, ...]:
         n = r.length(self.max_count, 8, name)
         ids = np.frombuffer(r.take(8 * n), dtype="<u8")
         if n > 1 and not bool(np.all(ids[1:] > ids[:-1])):
             raise MalformedMessage(f"{name} is not a strictly increasing list of ids")
-        return tuple(int(i) for i in ids)
+        return CheckedIds(ids.tolist())
 
     def describe(self, value: tuple[int, ...]) -> str:
         return f"<{len(value)} ids>" if len(value) > 8 else repr(value)
