@@ -9,6 +9,13 @@ seconds. Writes JSON (default ``benchmarks/results/secagg_vs_flower.json``).
     python benchmarks/secagg_vs_flower.py --quick         # N=20, M=10,000, 7 shares, t=4
     python benchmarks/secagg_vs_flower.py --profile       # also: where our time goes
     python benchmarks/secagg_vs_flower.py --flower-memory # also trace Flower's server memory (slow)
+    python benchmarks/secagg_vs_flower.py --sizes 100,1000,10000   # the default sizes of the scaling runs
+
+Besides the comparison, two scaling runs of ours alone (semi-honest, small vectors, the same
+10 % dropping after share keys): our defaults (``neighbours="auto"``: k and t from
+:mod:`secagg.parameters`) at each size, and a cost curve at a fixed k (12 neighbours, t = 7),
+where a client's CPU and the server's CPU per client must stay within 1.5x from the smallest
+size to the largest: a client's work is O(k), whatever the roster.
 """
 
 from __future__ import annotations
@@ -47,6 +54,21 @@ def _profile(call: Any, top: int = 15) -> list[dict[str, Any]]:
             for (f, line, name), (_, _, tt, _, _) in rows]
 
 
+def _scaling_point(n: int, params: int, neighbours: int | str, threshold: int | None, dropout: float,
+                   seed: int) -> dict[str, Any]:
+    """One semi-honest round of ``n`` clients, timed per party (process CPU seconds)."""
+    print(f"  scaling: {n} clients, neighbours={neighbours}", file=sys.stderr)
+    started = time.perf_counter()
+    run = run_bench(clients=n, params=params, dropout=dropout, neighbours=neighbours, threshold=threshold,
+                    seed=seed, trace_memory=False)
+    return {"clients": n, "params": params, "neighbours": run["neighbours"], "threshold": run["threshold"],
+            "included": run["included"], "exact": run["exact"],
+            "client_seconds_per_client": run["client_seconds_total"] / n,
+            "client_seconds_max": run["client_seconds_max"],
+            "server_seconds": run["server_seconds"], "server_seconds_per_client": run["server_seconds"] / n,
+            "bytes_up_per_client": run["bytes_up_total"] / n, "wall_seconds": time.perf_counter() - started}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=100)
@@ -58,6 +80,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="N=20, M=10,000, 7 shares, threshold 4")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--flower-memory", action="store_true", help="trace Flower's server memory (about 6x slower)")
+    parser.add_argument("--sizes", default="100,1000,10000", help="roster sizes of the scaling runs ('' skips them)")
+    parser.add_argument("--curve-params", type=int, default=100, help="vector length of the scaling runs")
+    parser.add_argument("--curve-neighbours", type=int, default=12)
     parser.add_argument("--out", type=Path, default=RESULTS / "secagg_vs_flower.json")
     args = parser.parse_args(argv)
     if args.quick:
@@ -127,6 +152,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "mask_generation_within_2x_of_floor": r["mask_seconds_over_aes_ctr_floor"] <= 2,
         "server_peak_under_4x_vector_plus_metadata": (r["server_peak_over_vector"] or 99) < 4,
     }
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if sizes:
+        report["defaults_cost"] = [_scaling_point(n, args.curve_params, "auto", None, args.dropout, args.seed)
+                                   for n in sizes]
+        k = args.curve_neighbours
+        report["fixed_k_curve"] = [_scaling_point(n, args.curve_params, k, k // 2 + 1, args.dropout, args.seed)
+                                   for n in sizes]
+        curve = report["fixed_k_curve"]
+        client = [p["client_seconds_per_client"] for p in curve]
+        server = [p["server_seconds_per_client"] for p in curve]
+        report["ratios"]["fixed_k_client_cpu_largest_over_smallest"] = client[-1] / client[0]
+        report["ratios"]["fixed_k_server_cpu_per_client_largest_over_smallest"] = server[-1] / server[0]
+        report["targets"]["client_cpu_flat_within_1_5x"] = client[-1] / client[0] <= 1.5
+        report["targets"]["server_cpu_per_client_flat_within_1_5x"] = server[-1] / server[0] <= 1.5
     if args.profile:
         report["profile_ours_top_self_time"] = _profile(lambda: run_bench(**common, trace_memory=False))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -146,7 +146,8 @@ def _one_round(config: SecAgg, ids: list[int], updates: np.ndarray, dropped: set
 def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | str | None = None,
               threshold: int | None = None, security: str = "semi-honest", seed: int = 0,
               updates: np.ndarray | None = None, dropped: set[int] | None = None,
-              trace_memory: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              trace_memory: bool = True, progress: Callable[[str], None] | None = None,
+              corrupt_fraction: float | None = None, dropout_fraction: float | None = None) -> dict[str, Any]:
     """One timed round; ``dropout`` is the fraction of clients that vanish after sharing keys.
 
     ``updates`` (clients x params floats) and ``dropped`` (client indices) may be given, so a
@@ -156,8 +157,9 @@ def run_bench(*, clients: int, params: int, dropout: float, neighbours: int | st
     """
     if not 0 <= dropout < 1:
         raise ConfigurationError(f"dropout must be in [0, 1), got {dropout}")
-    config = SecAgg(threshold=threshold, neighbours="auto" if neighbours is None else neighbours,
-                    security=security, keep_masked_inputs=False, max_clients=max(clients, 1024))  # type: ignore[arg-type]
+    config = SecAgg(threshold=threshold, neighbours="auto" if neighbours is None else neighbours,  # type: ignore[arg-type]
+                    security=security, keep_masked_inputs=False, max_clients=max(clients, 1024),  # type: ignore[arg-type]
+                    corrupt_fraction=corrupt_fraction, dropout_fraction=dropout_fraction)
     rng = np.random.default_rng(seed)
     if updates is None:
         updates = rng.uniform(-1, 1, size=(clients, params)).astype(np.float32)
