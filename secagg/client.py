@@ -53,8 +53,6 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-
 from privagg.encoding.modular import add_mod, sub_mod
 from privagg.encoding.structure import flatten
 from privagg.errors import ConfigurationError, InsecureParameters, ProtocolViolation
@@ -120,7 +118,9 @@ class SecAggClient(ClientSession):
         self._reveal = b""
         self._entry = b""
         self._entries: dict[int, bytes] = {}
-        self._peer_keys: dict[int, tuple[X25519PublicKey, X25519PublicKey]] = {}
+        # peer -> (cipher secret, mask secret): the two X25519 agreements with each accepted peer,
+        # made once when its advertisement is checked (a low-order key fails them there).
+        self._peer_secrets: dict[int, tuple[bytes, bytes]] = {}
         self._share_keys: dict[int, bytes] = {}
         self._accepted: frozenset[int] = frozenset()  # peers this client sent shares to
         self._refused: frozenset[int] = frozenset()  # relayed peers whose advertisement it refused
@@ -264,7 +264,7 @@ class SecAggClient(ClientSession):
                 continue
             keys = self._peer_advert(cid, msg.keys[cid], expected_len, seen)
             if keys is not None:
-                self._peer_keys[cid] = keys
+                self._peer_secrets[cid] = keys
                 accepted.append(cid)
         if len(accepted) < params.min_live:
             raise ProtocolViolation(f"only {len(accepted)} usable neighbours, {params.min_live} needed")
@@ -275,7 +275,7 @@ class SecAggClient(ClientSession):
         self._held[self.client_id] = (seed_shares[xs[0]], key_shares[xs[0]])
         out: dict[int, bytes] = {}
         for cid, x in zip(accepted, xs[1:]):
-            secret = kx.pair_secret(self._cipher_key, self._peer_keys[cid][0], cid)
+            secret = self._peer_secrets[cid][0]
             key = kx.share_key(secret, self._header, self.client_id, cid)
             self._share_keys[cid] = key
             plaintext = share_to_bytes(seed_shares[x]) + share_to_bytes(key_shares[x])
@@ -286,9 +286,9 @@ class SecAggClient(ClientSession):
         return EncryptedShares(self.round_id, self.client_id, SERVER_ID, out)
 
     def _peer_advert(self, cid: int, blob: bytes, expected_len: int,
-                     seen: set[bytes]) -> tuple[X25519PublicKey, X25519PublicKey] | None:
-        """A neighbour's keys, or None when its advertisement is unusable: that peer alone is
-        refused (no shares, no mask between the two), the round goes on."""
+                     seen: set[bytes]) -> tuple[bytes, bytes] | None:
+        """The two key agreements with a neighbour, or None when its advertisement is unusable:
+        that peer alone is refused (no shares, no mask between the two), the round goes on."""
         if len(blob) != expected_len:
             return None
         cipher_pk, mask_pk = blob[:32], blob[32:64]
@@ -305,12 +305,12 @@ class SecAggClient(ClientSession):
                                                                              nonce_commitment)):
                 return None
         try:
-            kx.check_public_key(cipher_pk, cid)
-            kx.check_public_key(mask_pk, cid)
+            secrets_ = (kx.pair_secret(self._cipher_key, kx.public_from_bytes(cipher_pk, cid), cid),
+                        kx.pair_secret(self._mask_key, kx.public_from_bytes(mask_pk, cid), cid))
         except ProtocolViolation:
-            return None
+            return None  # not a point, or of low order: the agreement is all zero
         seen.update((cipher_pk, mask_pk))
-        return kx.public_from_bytes(cipher_pk, cid), kx.public_from_bytes(mask_pk, cid)
+        return secrets_
 
     # -- stage 2: masked input -----------------------------------------------------------------
     def _masked_input(self, msg: MaskedInputRequest) -> MaskedInput:
@@ -336,7 +336,7 @@ class SecAggClient(ClientSession):
         masked = self._input.copy()
         add_mod(masked, expand_mask(self._self_seed, masked.shape[0], bits), bits)
         for cid in sorted(senders):
-            secret = kx.pair_secret(self._mask_key, self._peer_keys[cid][1], cid)
+            secret = self._peer_secrets[cid][1]
             mask = expand_mask(kx.mask_seed(secret, self._header, self.client_id, cid), masked.shape[0], bits)
             (add_mod if self.client_id < cid else sub_mod)(masked, mask, bits)
         del self._input  # nothing but the masked vector leaves, and the input is no longer needed

@@ -281,6 +281,9 @@ def _secrets_of(clients):
         found[f"self seed {cid}"] = c._self_seed
         for peer, key in c._share_keys.items():
             found[f"share key {cid}-{peer}"] = key
+        for peer, (cipher_secret, mask_secret) in c._peer_secrets.items():
+            found[f"cipher agreement {cid}-{peer}"] = cipher_secret
+            found[f"mask agreement {cid}-{peer}"] = mask_secret
         for owner, (seed_share, key_share) in c._held.items():
             found[f"seed share {owner}@{cid}"] = share_to_bytes(seed_share)
             found[f"key share {owner}@{cid}"] = share_to_bytes(key_share)
