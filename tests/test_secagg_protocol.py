@@ -194,3 +194,42 @@ def test_cli_simulate_secagg_options(capsys):
     assert main(["simulate", "--mode", "secagg", "--neighbours", "3"]) == 2
     assert main(["simulate", "--mode", "secagg+", "--security", "active", "--threshold", "2",
                  "--clients", "10"]) == 2
+
+
+def test_disclose_names_the_honest_clients_colluders_can_unmask_in_the_realised_graph():
+    """Colluders holding t of a client's shares rebuild its seed and mask key and strip its
+    masks: disclose must list it (and a test must be able to do it for real)."""
+    from attacks.malicious.forged_dropout import unmask_individual
+    from privagg import colluding
+    from secagg.shamir import reconstruct_secret, share_to_bytes
+
+    config = SecAgg(neighbours=4, threshold=3)
+    rng = np.random.default_rng(5)
+    ids = list(range(12))
+    updates = {i: rng.uniform(-1, 1, 10) for i in ids}
+    server = config.server(ids, round_id=1, dimension=10)
+    clients = {i: config.client(i, updates[i], round_id=1) for i in ids}
+    held_then = {}
+    while not server.finished:
+        if server.stage == "unmasking":  # the colluders' secret state, which the adversary holds
+            held_then = {cid: dict(c._held) for cid, c in clients.items()}
+        for cid, msg in server.messages_to_send().items():
+            server.receive(cid, clients[cid].respond(msg.to_bytes()).to_bytes())
+        server.deadline_passed()
+    result = server.result()
+    target = 0
+    bad = sorted(server.mutual[target])[:3]  # three of its four share holders: t = 3
+    seen = config.disclose(result.view, colluding(bad, {c: updates[c] for c in bad}))
+    assert target in seen.exposed and "individual updates" in seen.summary
+    # What the colluders really get: the target's seed and mask key from their own shares.
+    held = {server.params.x_coordinate(c): held_then[c][target] for c in bad}
+    seed = reconstruct_secret({x: s for x, (s, _) in held.items()}, 3)
+    key = reconstruct_secret({x: k for x, (_, k) in held.items()}, 3)
+    peers = {p: result.view.by_sender("advertise_keys")[p].mask_pk for p in server.mutual[target]}
+    encoded = unmask_individual(result.view.by_sender("masked_input")[target].vector, seed, key, client=target,
+                                peers=peers, session=server.header, bits=config.encoding.bits)
+    assert np.array_equal(encoded, config.encoding.encode(updates[target]))
+    assert share_to_bytes(held[min(held)][0])  # shares are field elements, not the secret itself
+    # Two colluding holders are not enough: the target is not listed.
+    few = config.disclose(result.view, colluding(bad[:2], {c: updates[c] for c in bad[:2]}))
+    assert target not in few.exposed
