@@ -34,6 +34,12 @@ refused alone: the pair simply shares no mask, and the server relays only mutual
 least ``t`` live neighbours must remain in active mode, so with fewer than ``t`` colluding
 neighbours an honest one is always among them (stops *neighbour omission*).
 
+Shares (active) are encrypted under the session digest ``S`` as associated data: a client holds
+shares only of peers that saw exactly its view, and a view holds one session per identity.
+Stops the *second-session split*: the server reruns the same announced round for some clients
+(same header, fresh keys) so that their second sessions sign a conflicting survivor set in a
+second view; without the binding, clients of that second view held the target's shares.
+
 Consistency (active): the survivor set is signed over the session digest ``S``, which covers
 every entry of this session including this client's fresh commitment; unmasking needs the
 quorum (two thirds of the roster, at least ``t``) of valid signatures on this exact ``S`` and
@@ -161,6 +167,14 @@ class SecAggClient(ClientSession):
         assert self._params is not None
         return self._params
 
+    @property
+    def _share_context(self) -> bytes:
+        """What shares are bound to: in active rounds the whole session digest ``S``, so a
+        client holds shares only from peers that saw exactly its view of the session (one
+        session per identity: a second session of a client under the same header is another
+        view, and neither its signature nor its shares count in this one)."""
+        return self._session if self._p.active else self._header
+
     def _is_neighbour(self, cid: int) -> bool:
         if cid == self.client_id or cid not in self._p:
             return False
@@ -279,7 +293,8 @@ class SecAggClient(ClientSession):
             key = kx.share_key(secret, self._header, self.client_id, cid)
             self._share_keys[cid] = key
             plaintext = share_to_bytes(seed_shares[x]) + share_to_bytes(key_shares[x])
-            out[cid] = kx.encrypt_share(key, plaintext, session=self._header, sender=self.client_id, recipient=cid)
+            out[cid] = kx.encrypt_share(key, plaintext, session=self._share_context, sender=self.client_id,
+                                        recipient=cid)
         self._accepted = frozenset(accepted)
         self._refused = frozenset(msg.keys) - self._accepted - {self.client_id}
         self._state = "masked"
@@ -324,7 +339,7 @@ class SecAggClient(ClientSession):
         for cid, ciphertext in msg.shares.items():
             if len(ciphertext) != SHARE_CIPHERTEXT_BYTES:
                 raise ProtocolViolation(f"the share from client {cid} has the wrong length")
-            plaintext = kx.decrypt_share(self._share_keys[cid], ciphertext, session=self._header,
+            plaintext = kx.decrypt_share(self._share_keys[cid], ciphertext, session=self._share_context,
                                          sender=cid, recipient=self.client_id)
             try:
                 self._held[cid] = (share_from_bytes(plaintext[:SHARE_BYTES]), share_from_bytes(plaintext[SHARE_BYTES:]))
