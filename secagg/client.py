@@ -56,8 +56,12 @@ fraction of the roster), which dominates for large rosters.
 
 from __future__ import annotations
 
+import bisect
 import secrets
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from privagg.encoding.modular import add_mod, sub_mod
 from privagg.encoding.structure import flatten
@@ -96,6 +100,11 @@ __all__ = ["SecAggClient", "PROTOCOL", "ZERO_SEED"]
 
 PROTOCOL = "bonawitz2017/v2"
 ZERO_SEED = bytes(32)
+
+
+def _sorted_contains(ids: Sequence[int], cid: int) -> bool:
+    i = bisect.bisect_left(ids, cid)
+    return i < len(ids) and ids[i] == cid
 
 
 class SecAggClient(ClientSession):
@@ -360,20 +369,27 @@ class SecAggClient(ClientSession):
 
     # -- stage 3 (active): consistency check ---------------------------------------------------
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
+        # The set is read once in numpy; every other check looks up only this client's own
+        # neighbours in it (bisection): O(k log n) beyond reading what was sent.
         params = self._p
-        if self.client_id not in survivors:
+        if not _sorted_contains(survivors, self.client_id):
             raise ProtocolViolation(f"the survivor set omits client {self.client_id}, which sent its masked input")
-        outside = [cid for cid in survivors if cid not in params]
-        if outside:
-            raise ProtocolViolation(f"the survivor set names clients {sorted(outside)[:5]} outside the roster")
-        stray = [cid for cid in survivors if self._is_neighbour(cid) and cid not in self._live
+        named = np.frombuffer(tx.ids_bytes(survivors), dtype="<u8")
+        roster = np.frombuffer(tx.ids_bytes(params.roster), dtype="<u8")
+        inside = np.isin(named, roster, assume_unique=True)
+        if not bool(inside.all()):
+            outside = named[~inside][:5].tolist()
+            raise ProtocolViolation(f"the survivor set names clients {outside} outside the roster")
+        candidates = (survivors if self._neighbours is None
+                      else [cid for cid in self._neighbours if _sorted_contains(survivors, cid)])
+        stray = [cid for cid in candidates if cid != self.client_id and cid not in self._live
                  and cid not in self._refused]
         if stray:
             raise ProtocolViolation(f"the survivor set names neighbours {sorted(stray)[:5]} that never sent shares")
         if params.active:
             if len(survivors) < params.signatures_needed:
                 raise ProtocolViolation(f"only {len(survivors)} survivors, the quorum is {params.signatures_needed}")
-            live_survivors = len(self._live.intersection(survivors))
+            live_survivors = sum(_sorted_contains(survivors, cid) for cid in self._live)
             if live_survivors < params.min_live:
                 raise ProtocolViolation(f"only {live_survivors} of this client's live neighbours survive, "
                                         f"{params.min_live} needed")
@@ -401,19 +417,17 @@ class SecAggClient(ClientSession):
                 raise ProtocolViolation("the survivor set to unmask differs from the one this client signed")
             assert self._trusted is not None
             payload = tx.survivors_payload(self._session, msg.survivors)
-            survivors = set(msg.survivors)
             valid = 0
             for cid, sig in msg.signatures.items():  # stop verifying once the quorum is reached
                 if valid >= params.signatures_needed:
                     break
-                valid += cid in survivors and self._trusted.verify(cid, sig, payload)
+                valid += _sorted_contains(msg.survivors, cid) and self._trusted.verify(cid, sig, payload)
             if valid < params.signatures_needed:
                 raise ProtocolViolation(
                     f"only {valid} valid signatures on the survivor set, {params.signatures_needed} needed")
-        survivors = set(msg.survivors)
         seed_shares, key_shares = {}, {}
         for owner, (seed_share, key_share) in self._held.items():
-            if owner in survivors:
+            if _sorted_contains(msg.survivors, owner):
                 seed_shares[owner] = share_to_bytes(seed_share)
             else:
                 key_shares[owner] = share_to_bytes(key_share)

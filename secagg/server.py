@@ -27,12 +27,14 @@ from privagg.errors import AggregationAborted, ProtocolViolation
 from privagg.identity import SIGNATURE_BYTES
 from privagg.interface import ServerSession
 from privagg.messages import SERVER_ID, Message
+from privagg.messages.codec import IdList
 from secagg import keys as kx
 from secagg import transcript as tx
 from secagg.client import PROTOCOL, ZERO_SEED
 from secagg.graph import NeighbourGraph
 from secagg.messages import (
     COMMITMENT_BYTES,
+    MAX_ROSTER,
     SHARE_CIPHERTEXT_BYTES,
     AdvertiseKeys,
     AdvertiseRequest,
@@ -273,7 +275,9 @@ class SecAggServer(ServerSession):
 
     def _after_masked(self, answers: dict[int, Message]) -> None:
         self._require(len(answers), "clients sent masked inputs", answers)
-        self._u3 = tuple(sorted(answers))
+        # Checked once: the same survivor tuple goes to every survivor (O(n) per message, not a
+        # per-id check each).
+        self._u3 = IdList(MAX_ROSTER).check("survivors", sorted(answers))
         if self.params.active:
             if len(self._u3) < self.params.signatures_needed:
                 raise AggregationAborted(f"only {len(self._u3)} clients sent masked inputs, the quorum is "

@@ -24,13 +24,14 @@ from privagg.messages.codec import CheckedIds
 from privagg.transcript import Transcript
 from secagg.round import RoundParameters
 
-__all__ = ["header_digest", "advert_digest", "advertise_payload", "seed_commitment", "nonce_commitment",
+__all__ = ["ids_bytes", "header_digest", "advert_digest", "advertise_payload", "seed_commitment", "nonce_commitment",
            "session_digest", "graph_seed", "survivors_payload"]
 
 LABEL = b"privagg/secagg/v2"
 
 
-def _ids_bytes(ids: Sequence[int]) -> bytes:
+def ids_bytes(ids: Sequence[int]) -> bytes:
+    """Ids as little-endian u64 bytes (a checked roster's are computed once)."""
     if isinstance(ids, CheckedIds):
         return ids.wire_bytes()
     return np.asarray(ids, dtype="<u8").tobytes()
@@ -39,7 +40,7 @@ def _ids_bytes(ids: Sequence[int]) -> bytes:
 def header_digest(params: RoundParameters, *, round_id: int, protocol: str, nonce: bytes,
                   graph_seed: bytes) -> bytes:
     return (Transcript(LABEL + b"/header").text("protocol", protocol).int("round", round_id)
-            .bytes("roster", _ids_bytes(params.roster)).int("neighbours", params.neighbours)
+            .bytes("roster", ids_bytes(params.roster)).int("neighbours", params.neighbours)
             .int("threshold", params.threshold).int("quorum", params.signatures_needed)
             .int("bits", params.bits).int("dimension", params.dimension).int("active", params.active)
             .bytes("nonce", nonce).bytes("graph_seed", graph_seed).digest())
