@@ -6,7 +6,8 @@ client that generated the key encrypts it to each peer: an ephemeral X25519 key 
 the recipient's long-term X25519 public key, HKDF-SHA256 (bound to the ring and the key id),
 and AES-256-GCM whose associated data binds the ephemeral key, the recipient's key, the key id
 and the ring. The server can relay the result and learns nothing but its size; a tampered or
-misdirected package fails to open (:class:`~privagg.errors.MalformedMessage`).
+misdirected package fails to open (:class:`~privagg.errors.MalformedMessage`); a small-order
+X25519 key on either side (the all-zero point) is refused (:class:`~privagg.errors.ProtocolViolation`).
 
 Authenticity of the recipients' public keys (that the server did not substitute its own) is
 the deployment's job: pin them at provisioning, as ``secagg``'s active mode does with Ed25519.
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from he.keys import KEY_ID_BYTES, SharedKey, ring_id
+from he.keys import KEY_ID_BYTES, SharedKey, ring_id, x25519_agree
 from he.params import CKKSParameters
 from privagg.errors import MalformedMessage
 
@@ -51,7 +52,7 @@ def wrap_shared_key(key: SharedKey, recipient: X25519PublicKey) -> bytes:
     ephemeral_raw = _raw(ephemeral.public_key())
     nonce = os.urandom(12)
     head = _HEAD.pack(_MAGIC, _VERSION, ephemeral_raw, key.key_id, nonce)
-    aead = _key(ephemeral.exchange(recipient), key.params_ring, key.key_id)
+    aead = _key(x25519_agree(ephemeral, recipient, "the recipient's X25519 key"), key.params_ring, key.key_id)
     return head + aead.encrypt(nonce, key.export_secret(), head + _raw(recipient) + key.params_ring)
 
 
@@ -64,7 +65,8 @@ def unwrap_shared_key(params: CKKSParameters, package: bytes, recipient: X25519P
         raise MalformedMessage("not a privagg shared-key package")
     head = bytes(package[: _HEAD.size])
     ring = ring_id(params)
-    aead = _key(recipient.exchange(X25519PublicKey.from_public_bytes(ephemeral_raw)), ring, key_id)
+    ephemeral = X25519PublicKey.from_public_bytes(ephemeral_raw)
+    aead = _key(x25519_agree(recipient, ephemeral, "the package's ephemeral X25519 key"), ring, key_id)
     try:
         secret = aead.decrypt(nonce, bytes(package[_HEAD.size:]), head + _raw(recipient.public_key()) + ring)
     except InvalidTag:

@@ -26,14 +26,15 @@ import struct
 from typing import Any
 
 import tenseal.sealapi as seal
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from he.errors import KeyRoleError
 from he.memfile import MemoryFile
 from he.params import CKKSParameters
 from he.serialization import body_bound, check_seal_blob
-from privagg.errors import ConfigurationError, MalformedMessage
+from privagg.errors import ConfigurationError, MalformedMessage, ProtocolViolation
 
-__all__ = ["SharedKey", "DecryptorKeys", "PublicKey", "SecretHolder", "ring_id", "KEY_ID_BYTES"]
+__all__ = ["SharedKey", "DecryptorKeys", "PublicKey", "SecretHolder", "ring_id", "KEY_ID_BYTES", "x25519_agree"]
 
 KEY_ID_BYTES = 16
 _SECRET_MAGIC = b"PAHK"
@@ -47,6 +48,18 @@ def ring_id(params: CKKSParameters) -> bytes:
     """What a key is bound to: the ring (degree and moduli), not the scale or the clip."""
     text = f"{params.poly_modulus_degree}:{','.join(map(str, params.coeff_modulus_bits))}"
     return hashlib.sha256(b"privagg-he/ring/v1\x00" + text.encode()).digest()
+
+
+def x25519_agree(private: X25519PrivateKey, peer: X25519PublicKey, what: str) -> bytes:
+    """The X25519 shared secret with ``peer``; a peer key of small order (the all-zero point,
+    ``u = 1``, ...), which makes the secret all zeros whatever ``private`` is, raises
+    :class:`ProtocolViolation`: a well-formed key the protocol refuses (its owner, or whoever
+    substituted it, would know the secret)."""
+    try:
+        return private.exchange(peer)
+    except ValueError:  # cryptography refuses an all-zero result ("Error computing shared key")
+        raise ProtocolViolation(f"{what} is a small-order X25519 point (the agreement would be all zeros); "
+                                f"refused") from None
 
 
 def _context(params: CKKSParameters) -> Any:

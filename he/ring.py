@@ -50,6 +50,14 @@ def _context_for(n: int, bits: tuple[int, ...]) -> tuple[Any, Any, Any]:
     return _RINGS[key]
 
 
+def describe_scale(scale: float) -> str:
+    """A ciphertext's claimed scale for an error message: any double a crafted header holds
+    (negative, zero, NaN, infinite, huge, subnormal), never an exception."""
+    if isinstance(scale, float) and math.isfinite(scale) and scale > 0:
+        return f"2^{math.log2(scale):.3f}"
+    return repr(scale)
+
+
 class Ring:
     """SEAL's context, encoder and evaluator for one parameter set, plus packing and checked loads."""
 
@@ -114,16 +122,20 @@ class Ring:
         ciphertext = into if into is not None else seal.Ciphertext(self.context)
         try:
             self.file.feed(data, lambda path: ciphertext.load(self.context, path))
-        except (RuntimeError, ValueError, MemoryError, OverflowError, TypeError) as exc:
-            raise MalformedMessage(f"{what} does not load as a ciphertext for these parameters: {exc}") from None
+        except Exception as exc:  # whatever SEAL (C++ behind pybind11) throws on crafted bytes: typed
+            raise MalformedMessage(f"{what} does not load as a ciphertext for these parameters: "
+                                   f"{type(exc).__name__}: {exc}") from None
         if ciphertext.size() != 2 or not ciphertext.is_ntt_form():
             raise ProtocolViolation(f"{what} has {ciphertext.size()} polynomials (ntt={ciphertext.is_ntt_form()}); "
                                     f"a fresh CKKS ciphertext has 2, in NTT form")
         if list(ciphertext.parms_id()) != self.parms_id:
             raise ProtocolViolation(f"{what} is not at the parameters' top level")
-        if ciphertext.scale != self.scale:
-            raise ProtocolViolation(f"{what} has scale 2^{math.log2(ciphertext.scale):.3f}, "
-                                    f"the round uses 2^{self.params.scale_bits_resolved}")
+        scale = ciphertext.scale
+        if scale != self.scale:  # NaN included (unequal to everything)
+            exact = f" (exactly {scale!r}, not {self.scale!r})" if describe_scale(scale) == describe_scale(self.scale) \
+                else ""
+            raise ProtocolViolation(f"{what} has scale {describe_scale(scale)}, the round uses "
+                                    f"2^{self.params.scale_bits_resolved}{exact}")
         return ciphertext
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from he.ring import Ring, seal
+from privagg.errors import ProtocolViolation
 
 __all__ = ["CiphertextSum"]
 
@@ -43,7 +44,7 @@ class CiphertextSum:
             self.uploads = 1
             return
         if len(blobs) != len(self._total):
-            raise ValueError(f"{len(blobs)} ciphertexts for a sum of {len(self._total)}")  # caller's bug
+            raise ProtocolViolation(f"{who} sent {len(blobs)} ciphertexts for a sum of {len(self._total)}")
         evaluator, added = self.ring.evaluator, 0
         try:
             for i, blob in enumerate(blobs):

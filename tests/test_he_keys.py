@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("tenseal")
 
 import tenseal.sealapi as seal  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey  # noqa: E402
 
 from he import (  # noqa: E402
     CKKS,
@@ -26,7 +26,7 @@ from he import (  # noqa: E402
 )
 from he.keys import SecretHolder  # noqa: E402
 from he.memfile import MemoryFile  # noqa: E402
-from he.messages import Ciphertexts, EncryptRequest  # noqa: E402
+from he.messages import Ciphertexts, EncryptRequest, KeyAdvertisement  # noqa: E402
 from he.release import decrypt_values  # noqa: E402
 from he.ring import Ring  # noqa: E402
 from privagg import ConfigurationError, MalformedMessage, ProtocolViolation, simulate  # noqa: E402
@@ -191,3 +191,48 @@ def test_no_secret_in_any_repr_log_exception_or_server_view(caplog):
         if name == "in-round key":  # X25519 public keys and key packages only the clients can open
             expected |= {"KeyAdvertisement", "DealtKeys"}
         assert kinds == expected, name
+
+
+# Small-order X25519 points (u-coordinates, little-endian): any agreement with them is all zeros.
+_P25519 = 2**255 - 19
+SMALL_ORDER = {"zero": 0, "one": 1, "p-1": _P25519 - 1,
+               "order-8": 325606250916557431795983626356110631294008115727848805560023387167927233504}
+
+
+@pytest.mark.parametrize("point", sorted(SMALL_ORDER))
+def test_a_small_order_x25519_key_is_refused_typed_when_wrapping_and_unwrapping(point):
+    raw = SMALL_ORDER[point].to_bytes(32, "little")
+    key = SharedKey.generate(LEAN)
+    with pytest.raises(ProtocolViolation, match="small-order X25519"):
+        wrap_shared_key(key, X25519PublicKey.from_public_bytes(raw))
+    alice = X25519PrivateKey.generate()
+    package = bytearray(wrap_shared_key(key, alice.public_key()))
+    package[5:37] = raw  # the ephemeral key's place in the package head
+    with pytest.raises(ProtocolViolation, match="small-order X25519"):
+        unwrap_shared_key(LEAN, bytes(package), alice)
+
+
+@pytest.mark.parametrize("point", ["zero", "one"])
+def test_a_small_order_x25519_key_in_an_in_round_setup_is_refused_typed(point):
+    """A client (or a server substituting keys) advertises the all-zero point: the dealer refuses
+    to deal with a typed error; a dealer's package with it is refused by its recipient."""
+    raw = SMALL_ORDER[point].to_bytes(32, "little")
+    agg = CKKS()
+    server = agg.server([1, 2, 3], round_id=4)
+    clients = {cid: agg.client(cid, np.zeros(10), round_id=4) for cid in (1, 2, 3)}
+    for cid, request in server.messages_to_send().items():
+        advertisement = clients[cid].respond(request.to_bytes())
+        if cid == 3:
+            advertisement = KeyAdvertisement(4, 3, SERVER_ID, raw)
+        server.receive(cid, advertisement.to_bytes())
+    server.deadline_passed()
+    ((dealer, deal),) = server.messages_to_send().items()
+    with pytest.raises(ProtocolViolation, match="small-order X25519"):
+        clients[dealer].respond(deal.to_bytes())
+    recipient = 2 if dealer != 2 else 1
+    key = SharedKey.generate(LEAN)
+    package = bytearray(wrap_shared_key(key, X25519PrivateKey.generate().public_key()))
+    package[5:37] = raw
+    request = EncryptRequest(4, SERVER_ID, recipient, LEAN.digest, key.key_id, bytes(package))
+    with pytest.raises(ProtocolViolation, match="small-order X25519"):
+        clients[recipient].respond(request.to_bytes())
