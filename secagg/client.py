@@ -47,7 +47,10 @@ set, and at least ``t`` of this client's live neighbours among the survivors. Si
 earlier sessions never verify (stops *replay*), and two conflicting survivor sets cannot both
 gather the quorum while fewer than a third collude (stops *forged dropouts*).
 
-Unmask: one answer per session, whatever comes next.
+Unmask: one answer per session, whatever comes next, and one per model digest (per round id
+without a digest) across sessions (:mod:`privagg.ledger`). Stops the *difference of two
+sessions*: the same round run twice, the target dropping from the second, the two sums
+differing by its update.
 
 Cost: O(k) key agreements, shares and masks; semi-honest clients also read and hash the
 roster (8 bytes a client). Active clients verify O(n) signatures and reveals (the quorum is a
@@ -68,6 +71,7 @@ from privagg.encoding.structure import flatten
 from privagg.errors import ConfigurationError, InsecureParameters, ProtocolViolation
 from privagg.identity import SIGNATURE_BYTES, Roster, SigningKey
 from privagg.interface import ClientSession
+from privagg.ledger import contribution_key
 from privagg.messages import SERVER_ID, Message
 from secagg import keys as kx
 from secagg import transcript as tx
@@ -425,6 +429,9 @@ class SecAggClient(ClientSession):
             if valid < params.signatures_needed:
                 raise ProtocolViolation(
                     f"only {valid} valid signatures on the survivor set, {params.signatures_needed} needed")
+        # Once per model (or round), across sessions: a second unmasking for the same model would
+        # let the server difference two sums (privagg.ledger).
+        self._config.ledger.claim(contribution_key("secagg/unmask", self.client_id, self._digest, self.round_id))
         seed_shares, key_shares = {}, {}
         for owner, (seed_share, key_share) in self._held.items():
             if _sorted_contains(msg.survivors, owner):

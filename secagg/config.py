@@ -25,6 +25,7 @@ from privagg.encoding.fixed_point import FixedPoint, Rounding
 from privagg.errors import ConfigurationError, InsecureParameters
 from privagg.identity import Identities, Roster, SigningKey, as_signing_key
 from privagg.interface import Aggregator, ServerView
+from privagg.ledger import ContributionLedger
 from privagg.messages.codec import CheckedIds, IdList
 from privagg.threats import Disclosure, ThreatModel
 from secagg.graph import check_threshold, default_threshold, effective_neighbours
@@ -83,6 +84,11 @@ class SecAgg(Aggregator):
         given, :class:`~privagg.identity.Identities` are generated on demand (simulations only).
     keep_masked_inputs: keep each masked vector in the server view (auditing) or only its size
         (the server then holds one running sum: O(params) memory).
+    ledger: what the clients of this configuration already unmasked for
+        (:class:`~privagg.ledger.ContributionLedger`): a client answers one unmasking request per
+        model digest (per round id without a digest), so a server cannot run a round twice and
+        difference the sums. In memory by default; give one with a file for clients that run
+        in a new process per round.
     """
 
     threshold: int | None = None
@@ -102,6 +108,7 @@ class SecAgg(Aggregator):
     dropout_fraction: float | None = None
     security_bits: float = 40.0
     correctness_bits: float = 20.0
+    ledger: ContributionLedger = field(default_factory=ContributionLedger, compare=False, repr=False)
     fixed_point: FixedPoint = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +129,8 @@ class SecAgg(Aggregator):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 256:
                 raise ConfigurationError(f"{name} must be a number in (0, 256], got {value!r}")
+        if not isinstance(self.ledger, ContributionLedger):
+            raise ConfigurationError("ledger must be a privagg.ledger.ContributionLedger")
         if self.roster is not None and not isinstance(self.roster, Roster):
             raise ConfigurationError("roster must be a privagg.identity.Roster")
         if self.active and self.roster is None and self.identities is None:
