@@ -112,18 +112,20 @@ class Forge:
 
     ``announce`` (keyword overrides of :meth:`request`) lets the attacker lie about the round;
     the digests the forge computes follow the parameters it derives for ``roster`` from
-    ``config``, i.e. the round honest clients would accept.
+    ``config`` (the round honest clients would accept), or ``params`` when the attacker
+    announces a round its configuration would not even allow.
     """
 
     def __init__(self, config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, round_id: int = 0,
                  roster: Iterable[int] | None = None, digests: Mapping[int, bytes] | None = None,
-                 nonce: bytes | None = None, graph_seed: bytes = ZERO_SEED) -> None:
+                 nonce: bytes | None = None, graph_seed: bytes = ZERO_SEED,
+                 params: RoundParameters | None = None) -> None:
         self.config = config
         self.updates = {int(c): np.asarray(u, dtype=np.float64) for c, u in updates.items()}
         self.round_id = round_id
         self.roster = tuple(sorted(int(c) for c in (roster if roster is not None else self.updates)))
         dimension = int(next(iter(self.updates.values())).size)
-        self.params: RoundParameters = config.parameters(self.roster, dimension)
+        self.params: RoundParameters = params if params is not None else config.parameters(self.roster, dimension)
         self.digests = dict(digests) if digests is not None else {c: bytes(32) for c in self.updates}
         self.nonce = nonce if nonce is not None else secrets.token_bytes(32)
         self.graph_seed = graph_seed
@@ -296,24 +298,90 @@ class Forge:
             return None
         return secret if fits(secret) else None
 
-    def unmask_target(self, target: Session, seed_shares: Mapping[int, int], key_shares: Mapping[int, int]
-                      ) -> npt.NDArray[np.unsignedinteger] | None:
-        """The target's encoded input from ``threshold`` shares of its self-mask seed and of its
-        mask key (checked against what it advertised), or ``None`` if the server lacks either."""
+    def unmask_target(self, target: Session, seed_shares: Mapping[int, int], key_shares: Mapping[int, int], *,
+                      colluders: Iterable[Session] = ()) -> npt.NDArray[np.unsignedinteger] | None:
+        """The target's encoded input, or ``None`` if the server lacks a secret it needs.
+
+        It needs the target's self-mask seed (``threshold`` seed shares, checked against the
+        commitment the target advertised) and the seed of every pairwise mask the target added:
+        from the target's mask key (``threshold`` key shares, checked against its public key) or,
+        for a peer among ``colluders``, from that colluder's own private key."""
         if target.vector is None:
             return None
         seed = self.rebuild(seed_shares, lambda s: tx.seed_commitment(self.header, target.cid, s)
                             == target.seed_commitment)
         key = self.rebuild(key_shares, lambda s: kx.public_bytes(kx.private_from_bytes(s)) == target.mask_pk)
-        if seed is None or key is None:
+        if seed is None:
             return None
-        private = kx.private_from_bytes(key)
+        accomplices = {id(c) for c in colluders}
         pair_seeds = {}
         for peer in target.given.values():
-            secret = kx.pair_secret(private, kx.public_from_bytes(peer.mask_pk, peer.cid), peer.cid)
-            pair_seeds[peer.cid] = kx.mask_seed(secret, self.header, target.cid, peer.cid)
+            if id(peer) in accomplices:
+                pair_seeds[peer.cid] = self.pair_seed(peer, target)
+            elif key is not None:
+                private = kx.private_from_bytes(key)
+                secret = kx.pair_secret(private, kx.public_from_bytes(peer.mask_pk, peer.cid), peer.cid)
+                pair_seeds[peer.cid] = kx.mask_seed(secret, self.header, target.cid, peer.cid)
+            else:
+                return None  # a mask with an honest peer, and no key to rebuild it
         return strip_masks(target.vector, seed, pair_seeds, client=target.cid, bits=self.params.bits)
+
+    def expose(self, target: Session, colluders: Iterable[Session],
+               holders: Iterable[Session] = ()) -> tuple[npt.NDArray[np.unsignedinteger] | None, int, int]:
+        """Everything the server holds of ``target``: the colluders' shares of its secrets, those
+        ``holders`` (the target itself included) revealed at unmasking. Returns the target's
+        encoded input (or ``None``) and how many seed and key shares were gathered."""
+        accomplices = list(colluders)
+        seeds, keys = self.revealed(holders, target)
+        for c in accomplices:
+            held = self.held(c, target)
+            if held is not None:
+                x = self.params.x_coordinate(c.cid)
+                seeds[x], keys[x] = held
+        return self.unmask_target(target, seeds, keys, colluders=accomplices), len(seeds), len(keys)
 
     def encoded(self, cid: int) -> npt.NDArray[np.unsignedinteger]:
         """What client ``cid``'s input is once encoded (the truth an attack is scored against)."""
         return self.config.encoding.encode(self.updates[cid])
+
+    # -- the honest flow, for the sessions an attack leaves alone ------------------------------
+    def neighbours(self, sess: Session, group: Iterable[Session], graph: NeighbourGraph | None) -> list[Session]:
+        """The sessions of ``group`` that are ``sess``'s neighbours (everyone in the complete graph)."""
+        peers = [o for o in group if o is not sess and o.cid != sess.cid]
+        if graph is None:
+            return peers
+        near = graph.neighbours(sess.cid)
+        return [o for o in peers if o.cid in near]
+
+    def announced_graph(self) -> NeighbourGraph | None:
+        """The graph of a semi-honest SecAgg+ round (the server's seed), else ``None``."""
+        p = self.params
+        if p.complete or p.active:
+            return None
+        return NeighbourGraph(p.roster, p.neighbours, self.graph_seed)
+
+    def commit_graph(self, group: list[Session]) -> NeighbourGraph | None:
+        """Active SecAgg+: show every session of ``group`` the same entries, collect the reveals,
+        and return the graph they all derive (``None`` for the complete graph)."""
+        p = self.params
+        if not p.sparse_active:
+            return self.announced_graph()
+        table = self.entries(group)
+        for s in group:
+            self.graph(s, table)
+        return NeighbourGraph(p.roster, p.neighbours, self.committed_seed(group))
+
+    def share_honestly(self, sessions: Iterable[Session], group: list[Session], graph: NeighbourGraph | None) -> None:
+        """Relay to each session its neighbours' advertisements among ``group`` (and every reveal
+        of ``group`` in active SecAgg+)."""
+        reveals = group if self.params.sparse_active else []
+        for s in sessions:
+            self.keys(s, self.neighbours(s, group, graph), reveals=reveals)
+
+    def mutual(self, sess: Session, group: Iterable[Session]) -> list[Session]:
+        """The sessions of ``group`` that exchanged shares with ``sess`` (both ways)."""
+        return [o for o in group if o is not sess and sess.cid in o.shares and o.cid in sess.shares]
+
+    def mask_honestly(self, sessions: Iterable[Session], group: list[Session]) -> None:
+        for s in sessions:
+            self.masked(s, self.mutual(s, group))

@@ -109,14 +109,8 @@ def quorum_split(config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, collud
 def _finish(forge: Forge, t_sess: Session, target: int, bad: tuple[int, ...], survived: tuple[int, ...],
             dropped: tuple[int, ...], holders: list[Session], colluder_sessions: list[Session],
             second: tuple[int, ...], signatures: tuple[int, int], overlapping: bool) -> SplitResult:
-    seeds, keys = forge.revealed(holders, t_sess)
-    for c in colluder_sessions:
-        held = forge.held(c, t_sess)
-        if held is not None:
-            x = forge.params.x_coordinate(c.cid)
-            seeds[x], keys[x] = held
-    encoded = forge.unmask_target(t_sess, seeds, keys)
-    return SplitResult(encoded, forge, target, bad, survived, dropped, second, len(seeds), len(keys), signatures,
+    encoded, seeds, keys = forge.expose(t_sess, colluder_sessions, holders)
+    return SplitResult(encoded, forge, target, bad, survived, dropped, second, seeds, keys, signatures,
                        overlapping, forge.refusals)
 
 
