@@ -299,13 +299,15 @@ class Forge:
         return secret if fits(secret) else None
 
     def unmask_target(self, target: Session, seed_shares: Mapping[int, int], key_shares: Mapping[int, int], *,
-                      colluders: Iterable[Session] = ()) -> npt.NDArray[np.unsignedinteger] | None:
+                      colluders: Iterable[Session] = (), peer_keys: Mapping[int, bytes] | None = None
+                      ) -> npt.NDArray[np.unsignedinteger] | None:
         """The target's encoded input, or ``None`` if the server lacks a secret it needs.
 
         It needs the target's self-mask seed (``threshold`` seed shares, checked against the
         commitment the target advertised) and the seed of every pairwise mask the target added:
-        from the target's mask key (``threshold`` key shares, checked against its public key) or,
-        for a peer among ``colluders``, from that colluder's own private key."""
+        from the target's mask key (``threshold`` key shares, checked against its public key),
+        from a colluding peer's own private key, or from a peer's rebuilt mask key
+        (``peer_keys``: peer id -> raw private key)."""
         if target.vector is None:
             return None
         seed = self.rebuild(seed_shares, lambda s: tx.seed_commitment(self.header, target.cid, s)
@@ -314,6 +316,7 @@ class Forge:
         if seed is None:
             return None
         accomplices = {id(c) for c in colluders}
+        rebuilt = dict(peer_keys or {})
         pair_seeds = {}
         for peer in target.given.values():
             if id(peer) in accomplices:
@@ -322,23 +325,45 @@ class Forge:
                 private = kx.private_from_bytes(key)
                 secret = kx.pair_secret(private, kx.public_from_bytes(peer.mask_pk, peer.cid), peer.cid)
                 pair_seeds[peer.cid] = kx.mask_seed(secret, self.header, target.cid, peer.cid)
+            elif peer.cid in rebuilt:
+                private = kx.private_from_bytes(rebuilt[peer.cid])
+                secret = kx.pair_secret(private, kx.public_from_bytes(target.mask_pk, target.cid), target.cid)
+                pair_seeds[peer.cid] = kx.mask_seed(secret, self.header, target.cid, peer.cid)
             else:
                 return None  # a mask with an honest peer, and no key to rebuild it
         return strip_masks(target.vector, seed, pair_seeds, client=target.cid, bits=self.params.bits)
 
-    def expose(self, target: Session, colluders: Iterable[Session],
-               holders: Iterable[Session] = ()) -> tuple[npt.NDArray[np.unsignedinteger] | None, int, int]:
-        """Everything the server holds of ``target``: the colluders' shares of its secrets, those
-        ``holders`` (the target itself included) revealed at unmasking. Returns the target's
-        encoded input (or ``None``) and how many seed and key shares were gathered."""
-        accomplices = list(colluders)
-        seeds, keys = self.revealed(holders, target)
-        for c in accomplices:
-            held = self.held(c, target)
+    def gathered(self, owner: Session, colluders: Iterable[Session], holders: Iterable[Session]
+                 ) -> tuple[dict[int, int], dict[int, int]]:
+        """Every share of ``owner``'s secrets the server holds: those ``holders`` revealed at
+        unmasking and those the colluders were given."""
+        seeds, keys = self.revealed(holders, owner)
+        for c in colluders:
+            held = self.held(c, owner)
             if held is not None:
                 x = self.params.x_coordinate(c.cid)
                 seeds[x], keys[x] = held
-        return self.unmask_target(target, seeds, keys, colluders=accomplices), len(seeds), len(keys)
+        return seeds, keys
+
+    def expose(self, target: Session, colluders: Iterable[Session],
+               holders: Iterable[Session] = ()) -> tuple[npt.NDArray[np.unsignedinteger] | None, int, int]:
+        """Everything the server holds of ``target``: the colluders' shares of its secrets, those
+        ``holders`` (the target itself included) revealed at unmasking, and the mask keys of its
+        peers that it can rebuild the same way. Returns the target's encoded input (or ``None``)
+        and how many seed and key shares of the target were gathered."""
+        accomplices = list(colluders)
+        revealing = list(holders)
+        seeds, keys = self.gathered(target, accomplices, revealing)
+        peer_keys = {}
+        for peer in target.given.values():
+            if any(peer is c for c in accomplices):
+                continue
+            _, peer_shares = self.gathered(peer, accomplices, revealing)
+            key = self.rebuild(peer_shares, lambda k, p=peer: kx.public_bytes(kx.private_from_bytes(k)) == p.mask_pk)
+            if key is not None:
+                peer_keys[peer.cid] = key
+        encoded = self.unmask_target(target, seeds, keys, colluders=accomplices, peer_keys=peer_keys)
+        return encoded, len(seeds), len(keys)
 
     def encoded(self, cid: int) -> npt.NDArray[np.unsignedinteger]:
         """What client ``cid``'s input is once encoded (the truth an attack is scored against)."""
