@@ -51,7 +51,8 @@ def target_neighbours(roster: tuple[int, ...], k: int, seed: bytes, target: int)
     n = len(roster)
     order = sorted(roster, key=lambda cid: hashlib.sha256(seed + struct.pack("<Q", cid)).digest())
     i = order.index(target)
-    near = {order[(i + off) % n] for off in range(1, k // 2 + 1)} | {order[(i - off) % n] for off in range(1, k // 2 + 1)}
+    offsets = range(1, k // 2 + 1)
+    near = {order[(i + off) % n] for off in offsets} | {order[(i - off) % n] for off in offsets}
     if k % 2 == 1:
         near.add(order[(i + n // 2) % n])
     return frozenset(near)

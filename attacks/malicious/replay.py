@@ -73,7 +73,8 @@ def _survivor_round(forge: Forge, sessions: dict[int, Session], dropped: Iterabl
     rebuilt = {}
     for cid in sorted(gone):
         _, key_shares = forge.revealed(alive, sessions[cid])
-        key = forge.rebuild(key_shares, lambda k, s=sessions[cid]: kx.public_bytes(kx.private_from_bytes(k)) == s.mask_pk)
+        public = sessions[cid].mask_pk
+        key = forge.rebuild(key_shares, lambda k, pk=public: kx.public_bytes(kx.private_from_bytes(k)) == pk)
         if key is not None:
             rebuilt[cid] = key
     return rebuilt
@@ -180,7 +181,8 @@ def replay(setting: Setting, *, security: Literal["semi-honest", "active"] = "se
                             round_id=round_id, digests=digests)
     common = dict(attack="replay of old advertisements (same round id and nonce)", security=security,
                   clients=len(ids), threshold=p.threshold, targets=(target,), refusals=dict(result.refusals),
-                  aborted=None, extra={"replayed": list(result.replayed), "stale_accepted": list(result.stale_accepted)})
+                  aborted=None,
+                  extra={"replayed": list(result.replayed), "stale_accepted": list(result.stale_accepted)})
     refused = result.refusals.get(f"{target}#1", "")
     if result.encoded is not None:
         return MaliciousOutcome(**common, completed=True, recovery=None, seconds=time.perf_counter() - started,

@@ -90,8 +90,12 @@ class SplitResult:
 
 def quorum_split(config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, colluders: Iterable[int],
                  target: int | None = None, digests: Mapping[int, bytes] | None = None,
-                 round_id: int = 0) -> SplitResult:
-    """Run the split against ``target`` (default: the smallest honest id) over the complete graph."""
+                 round_id: int = 0, second_sessions: bool = True) -> SplitResult:
+    """Run the split against ``target`` (default: the smallest honest id) over the complete graph.
+
+    ``second_sessions=False`` (active): the plain forged dropout in one view, every client
+    running one session; both survivor sets then need a quorum of that one view, which takes
+    ``2q - n`` colluders."""
     if config.neighbours != "all":
         raise ValueError("the split is built for the complete graph (neighbours='all')")
     forge = Forge(config, updates, round_id=round_id, digests=digests)
@@ -99,11 +103,16 @@ def quorum_split(config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, collud
     bad = tuple(sorted(int(c) for c in colluders))
     target = min(set(forge.roster) - set(bad)) if target is None else target
     honest = [c for c in forge.roster if c != target and c not in bad]
-    dropped_group = tuple(honest[:max(p.threshold - len(bad), 0)])  # reveal T's mask key
-    survived_group = tuple(honest[len(dropped_group):])             # reveal T's seed
-    if config.active:
-        return _split_active(forge, target, bad, survived_group, dropped_group)
-    return _split_semi_honest(forge, target, bad, survived_group, dropped_group)
+    # The group told "T dropped" reveals T's mask key: t shares with the colluders' (and, in one
+    # view, a quorum of signatures); everyone else is told "T survived" and reveals T's seed.
+    need = p.threshold if second_sessions or not config.active else p.signatures_needed
+    dropped_group = tuple(honest[:max(need - len(bad), 0)])
+    survived_group = tuple(honest[len(dropped_group):])
+    if not config.active:
+        return _split_semi_honest(forge, target, bad, survived_group, dropped_group)
+    if not second_sessions:
+        return _split_one_view(forge, target, bad, survived_group, dropped_group)
+    return _split_active(forge, target, bad, survived_group, dropped_group)
 
 
 def _finish(forge: Forge, t_sess: Session, target: int, bad: tuple[int, ...], survived: tuple[int, ...],
@@ -133,6 +142,33 @@ def _split_semi_honest(forge: Forge, target: int, bad: tuple[int, ...], survived
     holders = [sessions[c] for c in (target, *survived, *dropped)]
     return _finish(forge, sessions[target], target, bad, survived, dropped, holders,
                    [sessions[c] for c in bad], (), (0, 0), False)
+
+
+def _split_one_view(forge: Forge, target: int, bad: tuple[int, ...], survived: tuple[int, ...],
+                    dropped: tuple[int, ...]) -> SplitResult:
+    sessions = {cid: forge.session(cid) for cid in forge.roster}
+    for s in sessions.values():
+        forge.advertise(s)
+    everyone = list(sessions.values())
+    for s in everyone:
+        forge.keys(s, [o for o in everyone if o is not s])
+    for s in everyone:
+        forge.masked(s, [o for o in everyone if o is not s])
+    full = tuple(forge.roster)
+    without = tuple(c for c in full if c != target)
+    groups = {full: [sessions[c] for c in (target, *survived)], without: [sessions[c] for c in dropped]}
+    counts = []
+    for survivors, members in groups.items():
+        for s in members:
+            forge.consistency(s, survivors)
+        sigs = {s.cid: s.signature for s in members if s.signature}
+        sigs.update({c: forge.colluder_signature(sessions[c], survivors) for c in bad})
+        counts.append(len(sigs))
+        for s in members:
+            forge.unmask(s, survivors, sigs)
+    holders = [sessions[c] for c in (target, *survived, *dropped)]
+    return _finish(forge, sessions[target], target, bad, survived, dropped, holders,
+                   [sessions[c] for c in bad], (), (counts[0], counts[1]), False)
 
 
 def _split_active(forge: Forge, target: int, bad: tuple[int, ...], survived: tuple[int, ...],
