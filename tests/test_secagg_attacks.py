@@ -26,6 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attacks.malicious.difference import two_sessions
 from attacks.malicious.forge import Forge, Session
 from attacks.malicious.graph_grinding import DEVIATIONS, chosen_seed, committed_grinding
 from attacks.malicious.neighbour_omission import VARIANTS, omit_neighbours
@@ -637,6 +638,28 @@ def test_second_sessions_cannot_split_the_quorum(n, colluders):
     assert not result.exact, (f"decoded client 1's input exactly from {result.seed_shares} seed and "
                               f"{result.key_shares} key shares; views signed {result.signatures}, no refusal: "
                               f"{result.refusals}")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "WORKS against active SecAgg and SecAgg+ (neighbours='all' and 'auto'), with no colluder and the honest "
+    "server code: the server runs a round to the end, runs the same round again (same round id and model, so "
+    "the same update) and lets the target drop before its masked input; the two aggregates differ by the "
+    "target's encoded input. No session remembers an earlier one (the Flower mod starts one per first-stage "
+    "request): clients need state across sessions, e.g. one unmasking answer and one consistency signature "
+    "per round id"))
+@pytest.mark.parametrize("neighbours, n", [("all", 8), ("auto", 20)])
+def test_a_second_session_of_a_round_does_not_give_the_target_away_by_difference(neighbours, n):
+    ids = list(range(1, n + 1))
+    result = two_sessions(active(ids, neighbours=neighbours), updates_for(ids), target=1, round_id=5)
+    assert result.second, "the second session completed"
+    assert not result.exact, f"aggregate of {result.first} minus aggregate of {result.second} is client 1's input"
+
+
+def test_the_difference_of_two_sessions_works_against_semi_honest_secagg():
+    """The same two honest-looking sessions WORK against semi-honest SecAgg (its server is trusted
+    to run a round once)."""
+    ids = list(range(1, 9))
+    assert two_sessions(SecAgg(), updates_for(ids), target=1, round_id=5).exact
 
 
 @pytest.mark.parametrize("n, colluders", [(10, 2), (30, 6)])

@@ -189,7 +189,7 @@ def replay(setting: Setting, *, security: Literal["semi-honest", "active"] = "se
                                 summary="the target masked with replayed keys only")  # not reached in v2
     accepted = (f"the target accepted the old advertisements of clients {list(result.stale_accepted)} (their "
                 f"signatures cover the same header and model) but " if result.stale_accepted else "")
-    how = (f"detected: {accepted}refused the old shares ({refused})" if refused else
+    how = (f"detected: {accepted}then refused ({refused})" if refused else
            f"not possible: {accepted}masks only with peers that sent it shares in this session")
     return MaliciousOutcome(**common, completed=False, recovery=None, seconds=time.perf_counter() - started,
                             summary=f"{how}; the server rebuilt {len(result.rebuilt)} old mask keys, and none is "
