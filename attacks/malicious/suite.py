@@ -27,7 +27,7 @@ Active security always runs with its default threshold (it refuses ``t <= n/2``)
 (g) need a sparse graph (three neighbours a client) and two colluders, row (h) at least ten
 clients so that its colluders stay under a third: with fewer clients in the setting they run on
 a setting of 8 (resp. 10) clients drawn the same way, and say so; without colluders, (f), (g)
-and (h) are left out.
+and (h) are left out ((i) needs none).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _resized(setting: Setting, clients: int, seed: int) -> Setting:
 
 def _v2_rows(setting: Setting, bad: tuple[int, ...], inversion: InversionConfig | None,
              seed: int) -> list[MaliciousRow]:
-    """Rows (d) to (h): the attacks on protocol v2 (:mod:`attacks.malicious.roster_shrink` and
+    """Rows (d) to (i): the attacks on protocol v2 (:mod:`attacks.malicious.roster_shrink` and
     the modules after it)."""
     rows = [
         MaliciousRow("(d) roster shrink", roster_shrink(setting, colluders=bad, inversion=inversion),
@@ -141,13 +141,14 @@ def _v2_rows(setting: Setting, bad: tuple[int, ...], inversion: InversionConfig 
                      replay(setting, security="active", colluders=bad),
                      "a new session of the same round (same round id and nonce) relays the old advertisements "
                      "of peers whose mask keys the old session gave the server"),
-        MaliciousRow("(i) difference of two sessions", session_difference(setting, inversion=inversion),
-                     session_difference(setting, security="active", inversion=inversion),
-                     "the same round twice (same round id and model, hence the same updates), the target "
-                     "dropped in the second: no colluder, the honest server code"),
     ]
+    difference = MaliciousRow(
+        "(i) difference of two sessions", session_difference(setting, inversion=inversion),
+        session_difference(setting, security="active", inversion=inversion),
+        "the same round twice (same round id and model, hence the same updates), the target dropped in the "
+        "second: no colluder, the honest server code")
     if not bad:
-        return rows
+        return [*rows, difference]
     sparse = _resized(setting, 8, seed)
     pair = tuple(sparse.client_ids[-2:]) if sparse is not setting else bad[-2:]
     where = "" if sparse is setting else f" (on a setting of {sparse.clients} clients)"
@@ -174,5 +175,5 @@ def _v2_rows(setting: Setting, bad: tuple[int, ...], inversion: InversionConfig 
         f"{need} colluders of {wide.clients} (fewer than a third); active: second sessions of some clients under "
         f"the same round id and nonce give each of two views of the round its own quorum"
         + ("" if wide is setting else f" (on a setting of {wide.clients} clients)")))
-    return rows
+    return [*rows, difference]
 
