@@ -8,9 +8,26 @@ Rows (each run for real, on the same clients and images):
 * (b) forged dropout three ways: with a threshold the split can reach (``t = n // 2``, allowed
   in semi-honest mode only), with the default threshold, and with the default threshold and
   ``colluders`` clients in league with the server;
-* (c) trap weights (imprint), which no protocol check can see.
+* (c) trap weights (imprint), which no protocol check can see;
+* (d) roster shrink: a round of the target and the colluders only;
+* (e) replay: the old advertisements of peers whose mask keys an old session of the same round
+  (same round id and nonce) gave the server;
+* (f) graph-seed grinding (SecAgg+): a seed that puts ``t`` colluders next to the target
+  (semi-honest: the server announces it; active: committed by every client, so the server can
+  only tamper with reveals, which the target refuses, or restart);
+* (g) neighbour omission (SecAgg+): ``t - 1`` colluding neighbours, the honest ones hidden from the
+  target (key broadcast, share relay, survivor set);
+* (h) forged dropout by second sessions: the consistency check split across two views of one
+  round, each with its own quorum (works against active security with ``q + t - n`` colluders,
+  fewer than ``n / 3``);
+* (i) difference of two sessions: the same round run twice, the target dropped in the second
+  (works against every configuration, with no colluder and the honest server code).
 
-Active security always runs with its default threshold (it refuses ``t <= n/2``).
+Active security always runs with its default threshold (it refuses ``t <= n/2``). Rows (f) and
+(g) need a sparse graph (three neighbours a client) and two colluders, row (h) at least ten
+clients so that its colluders stay under a third: with fewer clients in the setting they run on
+a setting of 8 (resp. 10) clients drawn the same way, and say so; without colluders, (f), (g)
+and (h) are left out ((i) needs none).
 """
 
 from __future__ import annotations
@@ -20,12 +37,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attacks.inversion.reconstruct import InversionConfig
+from attacks.malicious.difference import session_difference
 from attacks.malicious.forged_dropout import forged_dropout
+from attacks.malicious.graph_grinding import graph_grinding
 from attacks.malicious.honest import honest_server
 from attacks.malicious.inconsistency import model_inconsistency
+from attacks.malicious.neighbour_omission import neighbour_omission
 from attacks.malicious.outcome import MaliciousOutcome
+from attacks.malicious.replay import replay
+from attacks.malicious.roster_shrink import roster_shrink
+from attacks.malicious.second_session import minimum_colluders, second_session_split
 from attacks.malicious.setting import Setting, make_setting
 from attacks.malicious.trap_weights import trap_weights
+from secagg import SecAgg
 
 __all__ = ["MaliciousRow", "MaliciousSuite", "run_malicious_suite"]
 
@@ -91,6 +115,65 @@ def run_malicious_suite(setting: Setting | None = None, *, clients: int = 8, ima
     rows.append(MaliciousRow("(c) trap weights (imprint)", trap_weights(setting),
                              trap_weights(setting, security="active"),
                              "the same crafted model to everyone: nothing for the protocol to detect"))
+    rows += _v2_rows(setting, bad, inversion, seed)
     config = {"dataset": setting.dataset.name, "clients": n, "images_per_client": len(setting.data.parts[1]),
               "bins": setting.layout.bins, "colluders": list(bad)}
     return MaliciousSuite(rows, setting, bad, time.perf_counter() - started, config)
+
+
+def _resized(setting: Setting, clients: int, seed: int) -> Setting:
+    """``setting`` if it has at least ``clients`` clients, else one of ``clients`` drawn the same way."""
+    if setting.clients >= clients:
+        return setting
+    return make_setting(setting.dataset, clients=clients, images_per_client=len(setting.data.parts[1]), seed=seed)
+
+
+def _v2_rows(setting: Setting, bad: tuple[int, ...], inversion: InversionConfig | None,
+             seed: int) -> list[MaliciousRow]:
+    """Rows (d) to (i): the attacks on protocol v2 (:mod:`attacks.malicious.roster_shrink` and
+    the modules after it)."""
+    rows = [
+        MaliciousRow("(d) roster shrink", roster_shrink(setting, colluders=bad, inversion=inversion),
+                     roster_shrink(setting, security="active", colluders=bad, inversion=inversion),
+                     f"the server announces a round of the target and {len(bad)} colluders only; semi-honest "
+                     f"clients take any roster of two or more, active ones only their whole configured roster"),
+        MaliciousRow("(e) replay of old advertisements", replay(setting, colluders=bad),
+                     replay(setting, security="active", colluders=bad),
+                     "a new session of the same round (same round id and nonce) relays the old advertisements "
+                     "of peers whose mask keys the old session gave the server"),
+    ]
+    difference = MaliciousRow(
+        "(i) difference of two sessions", session_difference(setting, inversion=inversion),
+        session_difference(setting, security="active", inversion=inversion),
+        "the same round twice (same round id and model, hence the same updates), the target dropped in the "
+        "second: no colluder, the honest server code")
+    if not bad:
+        return [*rows, difference]
+    sparse = _resized(setting, 8, seed)
+    pair = tuple(sparse.client_ids[-2:]) if sparse is not setting else bad[-2:]
+    where = "" if sparse is setting else f" (on a setting of {sparse.clients} clients)"
+    if len(pair) >= 2:
+        rows.append(MaliciousRow(
+            "(f) graph-seed grinding (SecAgg+)",
+            graph_grinding(sparse, colluders=pair, inversion=inversion),
+            graph_grinding(sparse, security="active", colluders=pair, inversion=inversion),
+            f"3 neighbours a client, colluders {list(pair)}; semi-honest with t = 2 (active refuses t <= (k+1)/2), "
+            f"active with t = 3{where}"))
+        rows.append(MaliciousRow(
+            "(g) neighbour omission (SecAgg+)",
+            neighbour_omission(sparse, colluders=pair, inversion=inversion),
+            neighbour_omission(sparse, security="active", colluders=pair, inversion=inversion),
+            f"3 neighbours a client, t = 3, colluders {list(pair)} next to the target (ground seed / restarted "
+            f"sessions); semi-honest clients go on with t - 1 live neighbours, active ones need t{where}"))
+    wide = _resized(setting, 10, seed)
+    need = minimum_colluders(SecAgg(security="active"), wide.clients)
+    accomplices = tuple(wide.client_ids[-need:])
+    rows.append(MaliciousRow(
+        "(h) forged dropout by second sessions",
+        second_session_split(wide, security="semi-honest", colluders=accomplices, inversion=inversion),
+        second_session_split(wide, security="active", colluders=accomplices, inversion=inversion),
+        f"{need} colluders of {wide.clients} (fewer than a third); active: second sessions of some clients under "
+        f"the same round id and nonce give each of two views of the round its own quorum"
+        + ("" if wide is setting else f" (on a setting of {wide.clients} clients)")))
+    return [*rows, difference]
+
