@@ -343,7 +343,9 @@ class IdList(FieldCodec):
         ids = np.frombuffer(r.take(8 * n), dtype="<u8")
         if n > 1 and not bool(np.all(ids[1:] > ids[:-1])):
             raise MalformedMessage(f"{name} is not a strictly increasing list of ids")
-        return CheckedIds(ids.tolist())
+        checked = CheckedIds(ids.tolist())
+        checked.__dict__["_wire"] = ids.tobytes()  # already little-endian u64: no second conversion
+        return checked
 
     def describe(self, value: tuple[int, ...]) -> str:
         return f"<{len(value)} ids>" if len(value) > 8 else repr(value)
