@@ -352,7 +352,7 @@ def scenario_adversarial(grid, cfg, nodes, out, results):
 
 def scenario_malicious_server(grid, cfg, nodes, out, results):
     """A server that deviates, on provisioned nodes: each attack must end in a refusal."""
-    (mode, options), = json.loads(cfg["plan"])
+    mode, options = "secagg+", {"security": "active"}
     roster = Roster.load(cfg["privagg-roster"])
     victim = nodes[0]
     common = dict(stage_timeout=cfg["stage-timeout"], train_timeout=cfg["train-timeout"], poll_interval=0.2)
@@ -361,7 +361,7 @@ def scenario_malicious_server(grid, cfg, nodes, out, results):
                             min_train_nodes=len(nodes), **common)
     base = initial_model()
     result = strategy.start(ModelSwapGrid(grid, victim), base, num_rounds=1,
-                            train_config=ConfigRecord({"label": 1}), timeout=120)
+                            train_config=ConfigRecord({"label": 11}), timeout=120)
     results["model_swap"] = {"aborted": strategy.aborted.get(1), "outcome": 1 in strategy.outcomes,
                              "failures": {str(k): v for k, v in strategy.workflow.last_failures.items()},
                              "final": arrays(result.arrays), "base": arrays(base)}
@@ -369,7 +369,7 @@ def scenario_malicious_server(grid, cfg, nodes, out, results):
     sybil = 999
     sybil_roster = Roster({**roster.public_bytes(), sybil: Identities([sybil]).roster().public_bytes()[sybil]})
     workflow = SybilAggregation(mode, options, roster=sybil_roster, victim=victim, sybil=sybil, **common)
-    content = RecordDict({"arrays": initial_model(), "config": ConfigRecord({"label": 2, "server-round": 2})})
+    content = RecordDict({"arrays": initial_model(), "config": ConfigRecord({"label": 12, "server-round": 2})})
     try:
         workflow.aggregate(grid, nodes, content, server_round=2)
         results["sybil"] = {"aborted": None}
@@ -379,8 +379,14 @@ def scenario_malicious_server(grid, cfg, nodes, out, results):
     kept = sorted(roster)[:-1]
     workflow = SecureAggregation("plain", {}, roster=roster.subset(kept), **common)
     base = initial_model()
-    content = RecordDict({"arrays": base, "config": ConfigRecord({"label": 3, "server-round": 3})})
-    results["rounds"].append(describe(workflow.aggregate(grid, nodes, content, server_round=3), 3, base))
+    content = RecordDict({"arrays": base, "config": ConfigRecord({"label": 13, "server-round": 3})})
+    results["rounds"].append(describe(workflow.aggregate(grid, nodes, content, server_round=3), 13, base))
+
+
+def scenario_attacks(grid, cfg, nodes, out, results):
+    """Both sides attacked in one run: a rogue client and bad requests, then a malicious server."""
+    scenario_adversarial(grid, cfg, nodes, out, results)
+    scenario_malicious_server(grid, cfg, nodes, out, results)
 
 
 @app.main()
@@ -390,8 +396,8 @@ def main(grid: Grid, context: Context) -> None:
     nodes = wait_for_nodes(grid, int(cfg["nodes"]))
     results = {"nodes": nodes, "rounds": []}
     try:
-        {"modes": scenario_modes, "dropout": scenario_dropout, "adversarial": scenario_adversarial,
-         "malicious-server": scenario_malicious_server}[cfg["scenario"]](grid, cfg, nodes, out, results)
+        {"modes": scenario_modes, "dropout": scenario_dropout,
+         "attacks": scenario_attacks}[cfg["scenario"]](grid, cfg, nodes, out, results)
     finally:
         (out / "server.json").write_text(json.dumps(results))
 '''
@@ -601,14 +607,23 @@ def test_later_modes_run_through_the_same_integration(mode: str, modes_run) -> N
         check_round(out, entry, plan, clients=3)
 
 
-def test_malformed_and_foreign_records_raise_typed_errors_on_both_sides(federation: LocalFederation, app_dir: Path,
-                                                                        tmp_path: Path) -> None:
-    plan = [("plain", {})]
+@pytest.fixture(scope="module")
+def attacks_run(federation: LocalFederation, app_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One `flwr run` attacking both sides: a rogue client and bad requests, then a malicious server."""
+    out = tmp_path_factory.mktemp("attacks-out")
     rogue = {"partition": 0, "kinds": {"1": "corrupt", "2": "leak"}}
-    outcome = federation.run(app_dir, run_config(tmp_path, "adversarial", plan, rogue=json.dumps(rogue),
-                                                 **{"privagg-roster": str(federation.roster_path)}), timeout=240)
+    config = run_config(out, "attacks", [("plain", {})], rogue=json.dumps(rogue), **{
+        "privagg-roster": str(federation.roster_path), "privagg-modes": json.dumps({"plain": {}, "secagg+": ACTIVE}),
+        "stage-timeout": 15.0})
+    outcome = federation.run(app_dir, config, timeout=400)
     assert outcome.succeeded, outcome.logs[-3000:]
-    results = read_results(tmp_path)
+    return out, read_results(out)
+
+
+def test_malformed_and_foreign_records_raise_typed_errors_on_both_sides(federation: LocalFederation,
+                                                                        attacks_run) -> None:
+    tmp_path, results = attacks_run
+    plan = [("plain", {})]
     nodes = results["nodes"]
     reasons = results["bad_requests"]
     # Client side: Flower reports the exception our Mod raised, by its class.
@@ -617,7 +632,7 @@ def test_malformed_and_foreign_records_raise_typed_errors_on_both_sides(federati
     assert "privagg.errors.ProtocolViolation" in reasons[str(nodes[2])] and "plain 'train'" in reasons[str(nodes[2])]
     # Server side: the rogue node's replies are refused with our errors, the round goes on without it.
     rogue_node = federation.node_ids[0]  # partition-id 0, provisioned as client 11
-    corrupt, leak = results["rounds"]
+    corrupt, leak = [r for r in results["rounds"] if r["label"] in (1, 2)]
     for entry, error in ((corrupt, "MalformedMessage"), (leak, "ProtocolViolation")):
         assert entry["included"] == [22, 33], entry
         assert entry["failures"][str(rogue_node)].startswith(error), entry["failures"]
@@ -626,16 +641,10 @@ def test_malformed_and_foreign_records_raise_typed_errors_on_both_sides(federati
     assert "other than privagg" in leak["failures"][str(rogue_node)]
 
 
-def test_a_malicious_server_is_refused(federation: LocalFederation, app_dir: Path, tmp_path: Path) -> None:
+def test_a_malicious_server_is_refused(federation: LocalFederation, attacks_run) -> None:
     """Active security against a server that deviates; every refusal comes from the nodes' own
     configuration (their roster, the model they received), not from the server's word."""
-    plan = [("secagg+", ACTIVE)]
-    config = run_config(tmp_path, "malicious-server", plan, **{
-        "privagg-roster": str(federation.roster_path), "privagg-modes": json.dumps({"secagg+": ACTIVE, "plain": {}}),
-        "stage-timeout": 15.0})
-    outcome = federation.run(app_dir, config, timeout=300)
-    assert outcome.succeeded, outcome.logs[-3000:]
-    results = read_results(tmp_path)
+    tmp_path, results = attacks_run
     nodes = results["nodes"]
     # 1. Model inconsistency: node 0 got another model; its digest differs, so every node finds a
     #    peer's signature invalid; the round aborts and the model stays as it was.
@@ -653,9 +662,9 @@ def test_a_malicious_server_is_refused(federation: LocalFederation, app_dir: Pat
     assert f"does not name this node's id {victim_id}" in sybil["failures"][str(nodes[0])]
     for node in nodes[1:]:
         assert "[999]" in sybil["failures"][str(node)] and "not in this node's roster" in sybil["failures"][str(node)]
-    assert not list(tmp_path.glob("client-*-2-2.npz"))
+    assert not list(tmp_path.glob("client-*-12-*.npz"))
     # 3. The server refuses a node whose id is not in its own roster, and runs without it.
-    (entry,) = results["rounds"]
+    (entry,) = [r for r in results["rounds"] if r["label"] == 13]
     refused = str(federation.node_ids[2])
     assert entry["included"] == [11, 22] and refused not in entry["client_ids"], entry
     assert "not in the server's roster" in entry["failures"][refused]

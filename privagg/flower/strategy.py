@@ -11,7 +11,8 @@ exchange changes. ``Strategy.start`` calls ``grid.send_and_receive`` with the me
 ``configure_train`` built; ``start`` here hands FedAvg a grid that turns exactly those messages
 into a :class:`~privagg.flower.workflow.SecureAggregation` round among their nodes (their
 content, the model and the config, becomes the first stage's), and ``aggregate_train`` returns
-that round's model. Evaluation messages pass through to the real grid untouched.
+that round's model. Evaluation messages go to the real grid untouched (only polled for replies
+every ``poll_interval`` seconds, not Flower's 3).
 
 Differences from FedAvg that follow from secure aggregation: the mean is uniform over the
 included clients (a weighted mean would need each client's weight in the clear, or inside the
@@ -143,4 +144,5 @@ class _SecureTrainGrid(Grid):
         if batch and all(m.metadata.message_type == MessageType.TRAIN for m in batch):
             self._strategy._train_round(self._grid, batch)
             return []
-        return self._grid.send_and_receive(batch, timeout=timeout)
+        # Evaluation: Flower's own exchange, but polled every poll_interval instead of every 3 s.
+        return self._strategy.workflow.exchange(self._grid, batch, timeout)

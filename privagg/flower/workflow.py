@@ -310,7 +310,12 @@ class SecureAggregation:
         return mapping
 
     # -- one exchange --------------------------------------------------------------------------
-    def _exchange(self, grid: Grid, messages: Sequence[Message], timeout: float,
+    def exchange(self, grid: Grid, messages: Sequence[Message], timeout: float | None) -> list[Message]:
+        """``grid.send_and_receive`` polling every ``poll_interval`` seconds instead of every 3 s
+        (``timeout=None`` waits for every reply, as Flower's does)."""
+        return self._exchange(grid, messages, timeout, {})
+
+    def _exchange(self, grid: Grid, messages: Sequence[Message], timeout: float | None,
                   failures: dict[int, str]) -> list[Message]:
         """Push ``messages``; collect replies until all came back or ``timeout`` passed.
 
@@ -320,7 +325,7 @@ class SecureAggregation:
             return []
         if self.poll_interval is None:
             return list(grid.send_and_receive(messages, timeout=timeout))
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout if timeout is not None else float("inf")
         nodes = [m.metadata.dst_node_id for m in messages]
         pending = set()
         for node, message_id in zip(nodes, list(grid.push_messages(messages))):
