@@ -28,9 +28,9 @@ roster whose key made that signature, and only one node per id. Clients do not r
 check the round's participants against their own roster, and the protocol's signatures (which
 also cover the digest of the model each client received) against the keys in it.
 
-Signing keys stay in files: a ClientApp process loads its key to answer an identify request,
-and the session host loads it from the path to run the session; neither puts it in
-``Context.state``, a message, a log or a pickle (:class:`~privagg.identity.SigningKey` refuses
+Signing keys stay in files: a ClientApp process reads its key to find its roster id and to sign
+an identify reply, and the session host loads it from the path to run the session; neither
+puts it in ``Context.state``, a message, a log or a pickle (:class:`~privagg.identity.SigningKey` refuses
 to be printed or pickled). This module imports neither Flower nor a mode.
 """
 
