@@ -231,8 +231,10 @@ def _json_object(raw: Any, key: str, where: str) -> dict[str, Any]:
 def _check_participants(request: StageRequest, client_id: int, identity: NodeIdentity | None) -> None:
     """The round's announced participants include this node and, if provisioned, only its roster."""
     if client_id not in request.participants:
+        hint = (" (a provisioned node takes part under its roster id: does the ServerApp have the roster?)"
+                if identity is not None else "")
         raise ProtocolViolation(f"the server's round {request.round_id} does not name this node's id {client_id} "
-                                f"among its participants")
+                                f"among its participants{hint}")
     if identity is not None:
         unknown = identity.roster.missing(request.participants)
         if unknown:
