@@ -7,6 +7,11 @@ checks recompute the plaintext sum from the clients' files, independently of the
 compare: bit for bit on the encoded sum for the integer modes, within the documented error
 for approximate ones. Every test ends by checking that no process it started is left.
 
+The shared federation is provisioned with identities (roster ids 11, 22, 33, unlike Flower's
+node ids): every mode runs under roster ids there, active security included, and the
+malicious-server tests run on it too. The federations of the kill, TLS and simulation tests
+are not provisioned: nodes are known by their Flower node ids.
+
 Runtime: Flower polls every 3 s on both sides and starts a process per message, so one stage
 costs about 6 s; the module shares one federation between the tests that do not kill nodes.
 """
@@ -74,6 +79,7 @@ train-timeout = 60.0
 hook-stage = ""
 first-rounds = 2
 privagg-modes = "{}"
+privagg-roster = ""
 rogue = "{}"
 """
 
@@ -87,6 +93,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+import privagg
 from privagg.flower import PrivaggMod
 from privagg.flower.records import PAYLOAD_KEY
 
@@ -120,6 +127,7 @@ def train(msg: Message, ctx: Context) -> Message:
     config = msg.content["config"]
     label, server_round = int(config["label"]), int(config["server-round"])
     partition = int(ctx.node_config["partition-id"])
+    cid = int(ctx.node_config.get("privagg-client-id", ctx.node_id))  # the id the protocol knows it by
     received = msg.content["arrays"].to_numpy_ndarrays()
     rng = np.random.default_rng([partition, label, server_round])
     returned = []
@@ -129,7 +137,8 @@ def train(msg: Message, ctx: Context) -> Message:
         else:
             returned.append(a + 1)  # an integer buffer (a step counter): its mean step is exactly 1
     out = Path(ctx.run_config["out-dir"])
-    np.savez(out / f"client-{ctx.node_id}-{label}-{server_round}.npz",
+    (out / f"privagg-{cid}.txt").write_text(privagg.__file__)  # which privagg the ClientApp imported
+    np.savez(out / f"client-{cid}-{label}-{server_round}.npz",
              **{f"received{i}": a for i, a in enumerate(received)},
              **{f"returned{i}": a for i, a in enumerate(returned)})
     metrics = MetricRecord({"num-examples": 10 + partition, "train-loss": float(partition)})
@@ -156,8 +165,80 @@ from flwr.serverapp import Grid, ServerApp
 from privagg.errors import AggregationAborted
 from privagg.flower import SecureAggregation, SecureFedAvg
 from privagg.flower.records import StageRequest, write_request
+from privagg.identity import Identities, Roster
 
 app = ServerApp()
+
+
+def roster_of(cfg):
+    return cfg["privagg-roster"] or None  # a path, or no identities
+
+
+class ForwardingGrid(Grid):
+    """The real grid; subclasses change what goes out (a malicious server's own grid)."""
+
+    def __init__(self, grid):
+        self._grid = grid
+
+    def set_run(self, run):
+        self._grid.set_run(run)
+
+    @property
+    def run(self):
+        return self._grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self):
+        return self._grid.get_node_ids()
+
+    def get_nodes(self):
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages):
+        return self._grid.push_messages([self.rewrite(m) for m in messages])
+
+    def pull_messages(self, message_ids):
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        return self._grid.send_and_receive([self.rewrite(m) for m in messages], timeout=timeout)
+
+    def rewrite(self, message):
+        return message
+
+
+class ModelSwapGrid(ForwardingGrid):
+    """The model-inconsistency attack: one victim node is sent another model than the others."""
+
+    def __init__(self, grid, victim):
+        super().__init__(grid)
+        self.victim = victim
+
+    def rewrite(self, message):
+        content = message.content
+        if message.metadata.dst_node_id != self.victim or "arrays" not in content or "privagg" not in content:
+            return message
+        swapped = RecordDict(dict(content.items()))
+        arrays = content["arrays"].to_numpy_ndarrays()
+        arrays[0] = arrays[0] + np.float32(0.5)
+        swapped["arrays"] = ArrayRecord(arrays)
+        return Message(swapped, message.metadata.dst_node_id, message.metadata.message_type,
+                       group_id=message.metadata.group_id, ttl=message.metadata.ttl)
+
+
+class SybilAggregation(SecureAggregation):
+    """A server that puts a node into the round under an id of its own (a sybil of its roster)."""
+
+    def __init__(self, *args, victim, sybil, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.victim, self.sybil = victim, sybil
+
+    def identify(self, grid, nodes, failures):
+        mapping = super().identify(grid, nodes, failures)
+        mapping[self.victim] = self.sybil
+        return mapping
 
 
 def initial_model() -> ArrayRecord:
@@ -172,6 +253,7 @@ def arrays(record: ArrayRecord) -> list:
 def describe(outcome, label: int, base: ArrayRecord) -> dict:
     result = outcome.result
     return {"label": label, "round": outcome.server_round, "mode": outcome.mode, "nodes": list(outcome.nodes),
+            "client_ids": {str(k): v for k, v in outcome.client_ids.items()},
             "included": list(result.included), "dropped": list(result.dropped),
             "failures": {str(k): v for k, v in outcome.failures.items()},
             "encoded": None if result.encoded is None else [int(x) for x in result.encoded],
@@ -196,7 +278,8 @@ def scenario_modes(grid, cfg, nodes, out, results):
     for label, (mode, options) in enumerate(json.loads(cfg["plan"])):
         rounds = int(cfg["first-rounds"]) if label == 0 else 1
         strategy = SecureFedAvg(mode, options, stage_timeout=cfg["stage-timeout"], train_timeout=cfg["train-timeout"],
-                                poll_interval=0.2, min_available_nodes=len(nodes), min_train_nodes=len(nodes),
+                                poll_interval=0.2, roster=roster_of(cfg), min_available_nodes=len(nodes),
+                                min_train_nodes=len(nodes),
                                 fraction_evaluate=1.0 if label == 0 and rounds > 1 else 0.0,
                                 min_evaluate_nodes=len(nodes))
         base = initial_model()
@@ -230,7 +313,7 @@ def scenario_dropout(grid, cfg, nodes, out, results):
                 time.sleep(0.1)
 
     strategy = SecureFedAvg(mode, options, stage_timeout=cfg["stage-timeout"], train_timeout=cfg["train-timeout"],
-                            poll_interval=0.2, on_stage=hook, fraction_evaluate=0.0,
+                            poll_interval=0.2, on_stage=hook, fraction_evaluate=0.0, roster=roster_of(cfg),
                             min_available_nodes=len(nodes), min_train_nodes=len(nodes))
     base = initial_model()
     started = time.monotonic()
@@ -260,10 +343,50 @@ def scenario_adversarial(grid, cfg, nodes, out, results):
     results["bad_requests"] = {str(r.metadata.src_node_id): r.error.reason if r.has_error() else "no error"
                                for r in replies}
     for label in (1, 2):
-        workflow = SecureAggregation("plain", modes["plain"], stage_timeout=cfg["stage-timeout"], poll_interval=0.2)
+        workflow = SecureAggregation("plain", modes["plain"], stage_timeout=cfg["stage-timeout"], poll_interval=0.2,
+                                     roster=roster_of(cfg))
         base = initial_model()
         content = RecordDict({"arrays": base, "config": ConfigRecord({"label": label, "server-round": label})})
         results["rounds"].append(describe(workflow.aggregate(grid, nodes, content, server_round=label), label, base))
+
+
+def scenario_malicious_server(grid, cfg, nodes, out, results):
+    """A server that deviates, on provisioned nodes: each attack must end in a refusal."""
+    mode, options = "secagg+", {"security": "active"}
+    roster = Roster.load(cfg["privagg-roster"])
+    victim = nodes[0]
+    common = dict(stage_timeout=cfg["stage-timeout"], train_timeout=cfg["train-timeout"], poll_interval=0.2)
+    # 1. One node trains on another model than the others.
+    strategy = SecureFedAvg(mode, options, roster=roster, fraction_evaluate=0.0, min_available_nodes=len(nodes),
+                            min_train_nodes=len(nodes), **common)
+    base = initial_model()
+    result = strategy.start(ModelSwapGrid(grid, victim), base, num_rounds=1,
+                            train_config=ConfigRecord({"label": 11}), timeout=120)
+    results["model_swap"] = {"aborted": strategy.aborted.get(1), "outcome": 1 in strategy.outcomes,
+                             "failures": {str(k): v for k, v in strategy.workflow.last_failures.items()},
+                             "final": arrays(result.arrays), "base": arrays(base)}
+    # 2. The server names a participant that no node was provisioned as (its own sybil).
+    sybil = 999
+    sybil_roster = Roster({**roster.public_bytes(), sybil: Identities([sybil]).roster().public_bytes()[sybil]})
+    workflow = SybilAggregation(mode, options, roster=sybil_roster, victim=victim, sybil=sybil, **common)
+    content = RecordDict({"arrays": initial_model(), "config": ConfigRecord({"label": 12, "server-round": 2})})
+    try:
+        workflow.aggregate(grid, nodes, content, server_round=2)
+        results["sybil"] = {"aborted": None}
+    except AggregationAborted as exc:
+        results["sybil"] = {"aborted": str(exc), "failures": {str(k): v for k, v in workflow.last_failures.items()}}
+    # 3. A node whose id is not in the server's roster is not put in the round.
+    kept = sorted(roster)[:-1]
+    workflow = SecureAggregation("plain", {}, roster=roster.subset(kept), **common)
+    base = initial_model()
+    content = RecordDict({"arrays": base, "config": ConfigRecord({"label": 13, "server-round": 3})})
+    results["rounds"].append(describe(workflow.aggregate(grid, nodes, content, server_round=3), 13, base))
+
+
+def scenario_attacks(grid, cfg, nodes, out, results):
+    """Both sides attacked in one run: a rogue client and bad requests, then a malicious server."""
+    scenario_adversarial(grid, cfg, nodes, out, results)
+    scenario_malicious_server(grid, cfg, nodes, out, results)
 
 
 @app.main()
@@ -274,7 +397,7 @@ def main(grid: Grid, context: Context) -> None:
     results = {"nodes": nodes, "rounds": []}
     try:
         {"modes": scenario_modes, "dropout": scenario_dropout,
-         "adversarial": scenario_adversarial}[cfg["scenario"]](grid, cfg, nodes, out, results)
+         "attacks": scenario_attacks}[cfg["scenario"]](grid, cfg, nodes, out, results)
     finally:
         (out / "server.json").write_text(json.dumps(results))
 '''
@@ -296,15 +419,22 @@ def write_app(root: Path) -> Path:
 # Plans and checks
 # ------------------------------------------------------------------------------------------
 
-BASE_MODES = ("plain", "secagg", "secagg+")
+#: The modes always in the plan: secagg+ runs with active security (signatures bound to the
+#: model's digest, the consistency check), the others semi-honest.
+BASE_PLAN: list[tuple[str, dict[str, Any]]] = [("plain", {}), ("secagg", {}), ("secagg+", {"security": "active"})]
+BASE_MODES = tuple(mode for mode, _ in BASE_PLAN)
+ACTIVE = {"security": "active"}
 #: Modes other packages register; each joins the plan as soon as it is registered. The DP
 #: noise is kept small here so that the check can tell a correct noisy sum from a wrong one.
 LATER_MODES: dict[str, dict[str, Any]] = {"secagg+dp": {"noise_multiplier": 0.001, "clip_norm": 4.0}, "ckks": {}}
+#: The roster ids of the shared federation's SuperNodes 0, 1, 2.
+CLIENT_IDS = (11, 22, 33)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def mode_plan() -> list[tuple[str, dict[str, Any]]]:
-    """plain, secagg and secagg+ always; ckks and secagg+dp once their packages register them."""
-    plan: list[tuple[str, dict[str, Any]]] = [(mode, {}) for mode in BASE_MODES]
+    """plain, secagg and active secagg+ always; ckks and secagg+dp once their packages register them."""
+    plan = list(BASE_PLAN)
     plan += [(mode, options) for mode, options in LATER_MODES.items() if mode in available_modes()]
     return plan
 
@@ -316,9 +446,9 @@ def run_config(out: Path, scenario: str, plan: list[tuple[str, dict[str, Any]]],
     return config
 
 
-def client_delta(out: Path, node: int, label: int, server_round: int) -> np.ndarray:
-    """What node ``node`` aggregated, from the files its train wrote: returned minus received."""
-    files = np.load(out / f"client-{node}-{label}-{server_round}.npz")
+def client_delta(out: Path, cid: int, label: int, server_round: int) -> np.ndarray:
+    """What client ``cid`` aggregated, from the files its train wrote: returned minus received."""
+    files = np.load(out / f"client-{cid}-{label}-{server_round}.npz")
     count = len([k for k in files.files if k.startswith("received")])
     received = flatten([files[f"received{i}"] for i in range(count)])[0]
     returned = flatten([files[f"returned{i}"] for i in range(count)])[0]
@@ -329,8 +459,9 @@ def check_round(out: Path, entry: dict[str, Any], plan: dict[str, dict[str, Any]
     """The round's aggregate is the sum of exactly its included clients' updates."""
     assert "aborted" not in entry, entry
     mode, included = entry["mode"], entry["included"]
-    assert included and set(included) <= set(entry["nodes"])
-    deltas = [client_delta(out, node, entry["label"], entry["round"]) for node in included]
+    assert included and set(included) <= set(entry["client_ids"].values())
+    assert set(map(int, entry["client_ids"])) <= set(entry["nodes"])
+    deltas = [client_delta(out, cid, entry["label"], entry["round"]) for cid in included]
     plaintext = np.sum(deltas, axis=0)
     aggregate = np.asarray(entry["aggregate"])
     aggregator = make_aggregator(mode, hints={"clients": clients, "dimension": plaintext.size}, **plan[mode])
@@ -383,7 +514,7 @@ def session_dirs() -> set[str]:
 def federation(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("flower-federation")
     before = session_dirs()
-    fed = LocalFederation(root / "fed", nodes=3, env=FAST_ENV)
+    fed = LocalFederation(root / "fed", nodes=3, env=FAST_ENV, client_ids=CLIENT_IDS)
     with fed:
         yield fed
     assert processes_in(root) == [], "a Flower process outlived the shared federation"
@@ -400,7 +531,9 @@ def modes_run(federation: LocalFederation, app_dir: Path, tmp_path_factory: pyte
     """One `flwr run` through SecureFedAvg for every mode of the plan."""
     out = tmp_path_factory.mktemp("modes-out")
     plan = mode_plan()
-    outcome = federation.run(app_dir, run_config(out, "modes", plan, **{"stage-timeout": 30.0}), timeout=420)
+    outcome = federation.run(app_dir, run_config(out, "modes", plan, **{"stage-timeout": 30.0,
+                                                                        "privagg-roster": str(federation.roster_path)}),
+                             timeout=420)
     return outcome, out, dict(plan)
 
 
@@ -411,11 +544,30 @@ def test_every_mode_aggregates_exactly_inside_flower(modes_run, federation: Loca
     assert sorted(results["nodes"]) == sorted(federation.node_ids.values())
     rounds = results["rounds"]
     assert [r["mode"] for r in rounds] == [list(plan)[0]] * 2 + list(plan)[1:]
+    by_node = {str(federation.node_ids[i]): cid for i, cid in enumerate(CLIENT_IDS)}
     for entry in (r for r in rounds if r["mode"] in BASE_MODES):
-        assert entry["included"] == sorted(federation.node_ids.values()), entry
+        # Every node took part under the roster id it was provisioned with, proved to the server.
+        assert entry["included"] == list(CLIENT_IDS) and entry["client_ids"] == by_node, entry
         check_round(out, entry, plan, clients=3)
     # The second round trained on the model the first round produced.
     assert rounds[1]["base"] == rounds[0]["new"]
+
+
+def test_an_active_round_completes_exactly_with_provisioned_identities(modes_run) -> None:
+    """secagg+ with active security: signed keys, the signed survivor set, exact sum."""
+    _, out, plan = modes_run
+    assert plan["secagg+"] == ACTIVE
+    (entry,) = [r for r in read_results(out)["rounds"] if r["mode"] == "secagg+"]
+    assert [s for s, _ in entry["stages"]] == ["advertise_keys", "share_keys", "masked_input", "consistency_check",
+                                               "unmasking"]
+    assert entry["included"] == list(CLIENT_IDS) and not entry["failures"]
+    check_round(out, entry, plan, clients=3)
+
+
+def test_clientapps_import_this_checkout_of_privagg(modes_run) -> None:
+    _, out, _ = modes_run
+    paths = {p.read_text() for p in out.glob("privagg-*.txt")}
+    assert paths == {str(REPO / "privagg" / "__init__.py")}
 
 
 def test_secure_fedavg_keeps_fedavg_evaluation_and_metrics(modes_run) -> None:
@@ -439,7 +591,7 @@ def test_privagg_messages_are_what_flower_carried(modes_run) -> None:
     stages = {r["mode"]: [s for s, _ in r["stages"]] for r in read_results(out)["rounds"]}
     assert stages["plain"] == ["collect_updates"]
     assert stages["secagg"] == ["advertise_keys", "share_keys", "masked_input", "unmasking"]
-    assert stages["secagg+"] == stages["secagg"]
+    assert stages["secagg+"] == stages["secagg"][:3] + ["consistency_check", "unmasking"]  # active
 
 
 @pytest.mark.parametrize("mode", ["secagg+dp", "ckks"])
@@ -455,14 +607,23 @@ def test_later_modes_run_through_the_same_integration(mode: str, modes_run) -> N
         check_round(out, entry, plan, clients=3)
 
 
-def test_malformed_and_foreign_records_raise_typed_errors_on_both_sides(federation: LocalFederation, app_dir: Path,
-                                                                        tmp_path: Path) -> None:
-    plan = [("plain", {})]
+@pytest.fixture(scope="module")
+def attacks_run(federation: LocalFederation, app_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One `flwr run` attacking both sides: a rogue client and bad requests, then a malicious server."""
+    out = tmp_path_factory.mktemp("attacks-out")
     rogue = {"partition": 0, "kinds": {"1": "corrupt", "2": "leak"}}
-    outcome = federation.run(app_dir, run_config(tmp_path, "adversarial", plan, rogue=json.dumps(rogue)),
-                             timeout=240)
+    config = run_config(out, "attacks", [("plain", {})], rogue=json.dumps(rogue), **{
+        "privagg-roster": str(federation.roster_path), "privagg-modes": json.dumps({"plain": {}, "secagg+": ACTIVE}),
+        "stage-timeout": 15.0})
+    outcome = federation.run(app_dir, config, timeout=400)
     assert outcome.succeeded, outcome.logs[-3000:]
-    results = read_results(tmp_path)
+    return out, read_results(out)
+
+
+def test_malformed_and_foreign_records_raise_typed_errors_on_both_sides(federation: LocalFederation,
+                                                                        attacks_run) -> None:
+    tmp_path, results = attacks_run
+    plan = [("plain", {})]
     nodes = results["nodes"]
     reasons = results["bad_requests"]
     # Client side: Flower reports the exception our Mod raised, by its class.
@@ -470,14 +631,44 @@ def test_malformed_and_foreign_records_raise_typed_errors_on_both_sides(federati
     assert "privagg.errors.ProtocolViolation" in reasons[str(nodes[1])] and "clip" in reasons[str(nodes[1])]
     assert "privagg.errors.ProtocolViolation" in reasons[str(nodes[2])] and "plain 'train'" in reasons[str(nodes[2])]
     # Server side: the rogue node's replies are refused with our errors, the round goes on without it.
-    rogue_node = federation.node_ids[0]  # partition-id 0
-    corrupt, leak = results["rounds"]
+    rogue_node = federation.node_ids[0]  # partition-id 0, provisioned as client 11
+    corrupt, leak = [r for r in results["rounds"] if r["label"] in (1, 2)]
     for entry, error in ((corrupt, "MalformedMessage"), (leak, "ProtocolViolation")):
-        assert entry["included"] == sorted(set(nodes) - {rogue_node}), entry
+        assert entry["included"] == [22, 33], entry
         assert entry["failures"][str(rogue_node)].startswith(error), entry["failures"]
         check_round(tmp_path, entry, dict(plan), clients=3)
     assert "checksum" in corrupt["failures"][str(rogue_node)]
     assert "other than privagg" in leak["failures"][str(rogue_node)]
+
+
+def test_a_malicious_server_is_refused(federation: LocalFederation, attacks_run) -> None:
+    """Active security against a server that deviates; every refusal comes from the nodes' own
+    configuration (their roster, the model they received), not from the server's word."""
+    tmp_path, results = attacks_run
+    nodes = results["nodes"]
+    # 1. Model inconsistency: node 0 got another model; its digest differs, so every node finds a
+    #    peer's signature invalid; the round aborts and the model stays as it was.
+    swap = results["model_swap"]
+    assert swap["aborted"] and not swap["outcome"], swap
+    assert swap["final"] == []  # no round produced a model: FedAvg keeps the one it had
+    assert set(swap["failures"]) == {str(n) for n in nodes}, swap["failures"]
+    for reason in swap["failures"].values():
+        assert "ProtocolViolation" in reason and "different model" in reason, reason
+    # 2. A participant no node was provisioned as: node 0 is not named under its own id, the
+    #    others find 999 outside their roster; nobody trains, the round aborts at its first stage.
+    sybil = results["sybil"]
+    assert sybil["aborted"], sybil
+    victim_id = CLIENT_IDS[[federation.node_ids[i] for i in range(3)].index(nodes[0])]
+    assert f"does not name this node's id {victim_id}" in sybil["failures"][str(nodes[0])]
+    for node in nodes[1:]:
+        assert "[999]" in sybil["failures"][str(node)] and "not in this node's roster" in sybil["failures"][str(node)]
+    assert not list(tmp_path.glob("client-*-12-*.npz"))
+    # 3. The server refuses a node whose id is not in its own roster, and runs without it.
+    (entry,) = [r for r in results["rounds"] if r["label"] == 13]
+    refused = str(federation.node_ids[2])
+    assert entry["included"] == [11, 22] and refused not in entry["client_ids"], entry
+    assert "not in the server's roster" in entry["failures"][refused]
+    check_round(tmp_path, entry, {"plain": {}}, clients=2)
 
 
 # ------------------------------------------------------------------------------------------

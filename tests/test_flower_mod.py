@@ -17,10 +17,24 @@ pytest.importorskip("flwr")
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
 
-from privagg.errors import InvalidUpdate, MalformedMessage, ProtocolViolation  # noqa: E402
-from privagg.flower.arrays import apply_aggregate, flatten_record, update_vector  # noqa: E402
+from privagg.errors import (  # noqa: E402
+    AggregationAborted,
+    ConfigurationError,
+    InvalidUpdate,
+    MalformedMessage,
+    ProtocolViolation,
+)
+from privagg.flower.arrays import apply_aggregate, flatten_record, model_digest, update_vector  # noqa: E402
+from privagg.flower.identity import NodeIdentity, verify_identify, with_roster  # noqa: E402
 from privagg.flower.mod import STATE_KEY, PrivaggMod  # noqa: E402
-from privagg.flower.records import StageRequest, read_reply, write_request  # noqa: E402
+from privagg.flower.records import (  # noqa: E402
+    StageRequest,
+    read_identify_reply,
+    read_reply,
+    write_identify_request,
+    write_request,
+)
+from privagg.identity import Identities, Roster  # noqa: E402
 from privagg.flower.session_host import SessionHandle, ask_session, close_session  # noqa: E402
 from privagg.registry import make_aggregator  # noqa: E402
 
@@ -52,32 +66,50 @@ def train_for(node: int, calls: list[int]) -> Callable[[Message, Context], Messa
     return train
 
 
-def context(node: int, **run_config) -> Context:
-    return Context(run_id=1, node_id=node, node_config={}, state=RecordDict(), run_config=run_config)
+def context(node: int, node_config=None, **run_config) -> Context:
+    return Context(run_id=1, node_id=node, node_config=dict(node_config or {}), state=RecordDict(),
+                   run_config=run_config)
 
 
 def run_round(mode: str, mod: PrivaggMod, contexts: dict[int, Context], *, options=None, round_id: int = 1,
-              drop_after: dict[int, str] | None = None):
-    """A server session of ``mode`` talking to ``mod`` exactly as SecureAggregation does."""
+              drop_after: dict[int, str] | None = None, roster=None, model_for=None, participants=None,
+              errors: dict[int, Exception] | None = None):
+    """A server session of ``mode`` talking to ``mod`` exactly as SecureAggregation does.
+
+    ``contexts`` maps each protocol id to its node's context (the same id unless provisioned);
+    ``model_for(cid)`` is the model sent to ``cid`` (default: the same for all); a node whose
+    Mod raises is recorded in ``errors`` (when given) and counts as dropped, as in Flower."""
     options = options or {}
     base, layout = flatten_record(model())
     hints = {"clients": len(contexts), "dimension": layout.size}
-    server = make_aggregator(mode, hints=hints, **options).server(list(contexts), round_id=round_id)
+    aggregator = make_aggregator(mode, hints=hints, **options)
+    if roster is not None:
+        aggregator = with_roster(aggregator, roster)
+    server = aggregator.server(list(contexts), round_id=round_id)
+    participants = tuple(sorted(contexts)) if participants is None else participants
     calls: list[int] = []
     first = True
     while not server.finished:
         stage = server.stage
-        for node, message in server.messages_to_send().items():
-            if drop_after and node in drop_after and drop_after[node] == stage:
+        for cid, message in server.messages_to_send().items():
+            if drop_after and cid in drop_after and drop_after[cid] == stage:
                 continue
             request = StageRequest(mode, options, hints, round_id, stage, first, message.to_bytes(),
-                                   session_timeout=30.0)
-            content = write_request(request, RecordDict({"arrays": model(), "config": ConfigRecord({"lr": 0.1})})
+                                   session_timeout=30.0, participants=participants)
+            sent = model_for(cid) if model_for is not None else model()
+            content = write_request(request, RecordDict({"arrays": sent, "config": ConfigRecord({"lr": 0.1})})
                                     if first else None)
-            reply = mod(Message(content, node, "train"), contexts[node], train_for(node, calls))
+            node = contexts[cid].node_id
+            try:
+                reply = mod(Message(content, node, "train"), contexts[cid], train_for(cid, calls))
+            except Exception as exc:
+                if errors is None:
+                    raise
+                errors[cid] = exc
+                continue
             stage_reply = read_reply(reply.content)
             if stage_reply.message is not None:
-                server.receive(node, stage_reply.message)
+                server.receive(cid, stage_reply.message)
         first = False
         server.deadline_passed()
     return server.result(), calls
@@ -124,7 +156,7 @@ def test_session_hosts_exit_and_hold_nothing_in_flowers_state() -> None:
     hosts = {}
     for node, message in server.messages_to_send().items():
         request = StageRequest("secagg", {}, {"clients": 3, "dimension": 11}, 4, server.stage, True,
-                               message.to_bytes())
+                               message.to_bytes(), participants=NODES)
         content = write_request(request, RecordDict({"arrays": model(), "config": ConfigRecord({})}))
         mod(Message(content, node, "train"), contexts[node], train_for(node, []))
         record = contexts[node].state[STATE_KEY]
@@ -149,7 +181,7 @@ def test_an_idle_session_host_exits_on_its_own() -> None:
     server = make_aggregator("secagg", hints={"clients": 3, "dimension": 11}).server(NODES, round_id=2)
     message = server.messages_to_send()[NODES[0]]
     request = StageRequest("secagg", {}, {"clients": 3, "dimension": 11}, 2, server.stage, True, message.to_bytes(),
-                           session_timeout=1.0)
+                           session_timeout=1.0, participants=NODES)
     PrivaggMod({"secagg": {}})(Message(write_request(request, RecordDict({"arrays": model()})), NODES[0], "train"),
                                ctx, train_for(NODES[0], []))
     record = ctx.state[STATE_KEY]
@@ -181,6 +213,7 @@ def test_a_dropped_node_does_not_break_the_others() -> None:
 def first_request(mode: str = "plain", options=None, **fields) -> Message:
     server = make_aggregator(mode, hints={"clients": 3, "dimension": 11}, **(options or {})).server(NODES, round_id=3)
     message = server.messages_to_send()[NODES[0]]
+    fields.setdefault("participants", NODES)
     request = StageRequest(mode, options or {}, {"clients": 3, "dimension": fields.pop("dimension", 11)}, 3,
                            server.stage, True, message.to_bytes(), **fields)
     return Message(write_request(request, RecordDict({"arrays": model(), "config": ConfigRecord({})})), NODES[0],
@@ -241,7 +274,8 @@ def test_a_later_stage_without_a_session_is_refused() -> None:
 
 
 def test_garbage_stage_bytes_come_back_as_malformed_message() -> None:
-    request = StageRequest("plain", {}, {"clients": 3, "dimension": 11}, 3, "collect_updates", True, b"garbage")
+    request = StageRequest("plain", {}, {"clients": 3, "dimension": 11}, 3, "collect_updates", True, b"garbage",
+                           participants=NODES)
     message = Message(write_request(request, RecordDict({"arrays": model()})), NODES[0], "train")
     with pytest.raises(MalformedMessage):
         PrivaggMod({"plain": {}})(message, context(NODES[0]), train_for(NODES[0], []))
@@ -306,3 +340,176 @@ def test_socket_directories_of_killed_hosts_are_swept(tmp_path) -> None:
     _sweep_stale(tmp_path)
     assert not dead.exists() and live.exists() and young.exists()
     sockets[1].close()
+
+
+# -- identities and active security ------------------------------------------------------------------
+
+CLIENTS = (11, 22, 33)  # roster ids, deliberately unlike the Flower node ids below
+
+
+def provision(tmp_path, ids=CLIENTS, **extra_config) -> tuple[Roster, dict[int, Context]]:
+    """Identities saved as deployment files; one context per client, on Flower node 1000 + 7 * id."""
+    roster = Roster.load(Identities(ids).save(tmp_path / "identities"))
+    contexts = {cid: context(1000 + 7 * cid, {"privagg-signing-key": str(tmp_path / "identities" / f"client-{cid}.key"),
+                                              "privagg-roster": str(tmp_path / "identities" / "roster.json"),
+                                              **extra_config})
+                for cid in ids}
+    return roster, contexts
+
+
+ACTIVE = {"security": "active"}
+
+
+def expected_encoded_sum(mode: str, options, clients) -> list[int]:
+    base, _ = flatten_record(model())
+    fp = make_aggregator(mode, hints={"clients": 3, "dimension": 11}, **options).encoding
+    total = 0
+    for cid in clients:
+        trained = [(a + d).astype(a.dtype) for a, d in zip(model().to_numpy_ndarrays(), delta_of(cid))]
+        total = total + fp.encode(flatten_record(ArrayRecord(trained))[0] - base).astype(object)
+    return [int(x) for x in total % (1 << fp.bits)]
+
+
+@pytest.mark.parametrize("mode", ["secagg", "secagg+"])
+def test_an_active_round_of_provisioned_nodes_is_exact(mode: str, tmp_path) -> None:
+    roster, contexts = provision(tmp_path)
+    result, calls = run_round(mode, PrivaggMod({mode: ACTIVE}), contexts, options=ACTIVE, roster=roster)
+    assert result.included == CLIENTS and sorted(calls) == list(CLIENTS)  # the roster ids, not the node ids
+    assert [int(x) for x in result.encoded] == expected_encoded_sum(mode, ACTIVE, CLIENTS)
+    assert [e.stage for e in result.view.entries].count("consistency_check") == 3
+    for ctx in contexts.values():
+        assert STATE_KEY not in ctx.state
+
+
+def test_a_node_sent_another_model_is_refused_and_the_round_aborts(tmp_path) -> None:
+    """The model-inconsistency attack: one node trains on another model; its digest differs."""
+    roster, contexts = provision(tmp_path)
+
+    def model_for(cid: int) -> ArrayRecord:
+        arrays = model().to_numpy_ndarrays()
+        if cid == CLIENTS[0]:
+            arrays[0] = arrays[0] + np.float32(0.5)  # a trap model for one victim
+        return ArrayRecord(arrays)
+
+    errors: dict[int, Exception] = {}
+    with pytest.raises(AggregationAborted):
+        run_round("secagg", PrivaggMod({"secagg": ACTIVE}), contexts, options=ACTIVE, roster=roster,
+                  model_for=model_for, errors=errors)
+    assert set(errors) == set(CLIENTS)  # every node refuses its peers' keys: nobody's update is used
+    for exc in errors.values():
+        assert isinstance(exc, ProtocolViolation) and "different model" in str(exc)
+
+
+def test_digests_agree_when_every_node_got_the_same_model(tmp_path) -> None:
+    sent = model()
+    assert model_digest(sent) == model_digest(ArrayRecord(sent.to_numpy_ndarrays()))
+
+
+def test_a_round_naming_ids_outside_the_nodes_roster_is_refused_before_training(tmp_path) -> None:
+    roster, contexts = provision(tmp_path)
+    calls: list[int] = []
+    cid = CLIENTS[0]
+    request_content = first_request("plain", participants=(*CLIENTS, 999)).content  # readdressed below
+    with pytest.raises(ProtocolViolation, match=r"\[999\].*not in this node's roster"):
+        PrivaggMod({"plain": {}})(Message(request_content, contexts[cid].node_id, "train"), contexts[cid],
+                                  train_for(cid, calls))
+    assert not calls
+    with pytest.raises(ProtocolViolation, match="does not name this node's id 11"):
+        PrivaggMod({"plain": {}})(Message(first_request("plain", participants=CLIENTS[1:]).content,
+                                          contexts[cid].node_id, "train"), contexts[cid], train_for(cid, calls))
+    assert not calls
+
+
+def test_identify_proves_the_roster_id_of_this_flower_node(tmp_path) -> None:
+    roster, contexts = provision(tmp_path)
+    ctx = contexts[22]
+    nonce = os.urandom(32)
+    reply = PrivaggMod({"plain": {}})(Message(write_identify_request(nonce), ctx.node_id, "train"), ctx,
+                                      train_for(22, []))
+    cid, signature = read_identify_reply(reply.content)
+    assert cid == 22 and not ctx.state  # nothing stored, the key read from its file and dropped
+    assert verify_identify(roster, ctx.run_id, ctx.node_id, nonce, cid, signature) is None
+    # Bound to the node, the nonce and the run: replayed elsewhere it proves nothing.
+    assert "valid signature" in verify_identify(roster, ctx.run_id, ctx.node_id + 1, nonce, cid, signature)
+    assert "valid signature" in verify_identify(roster, ctx.run_id, ctx.node_id, os.urandom(32), cid, signature)
+    assert "valid signature" in verify_identify(roster, ctx.run_id + 1, ctx.node_id, nonce, cid, signature)
+    # A server provisioned with other keys, or without this id, refuses the node.
+    assert "valid signature" in verify_identify(Identities(CLIENTS).roster(), ctx.run_id, ctx.node_id, nonce, cid,
+                                                signature)
+    assert "not in the server's roster" in verify_identify(roster.subset([11, 33]), ctx.run_id, ctx.node_id, nonce,
+                                                           cid, signature)
+    # An unprovisioned node cannot answer.
+    with pytest.raises(ProtocolViolation, match="has none"):
+        PrivaggMod({"plain": {}})(Message(write_identify_request(nonce), NODES[0], "train"), context(NODES[0]),
+                                  train_for(NODES[0], []))
+
+
+def test_active_security_without_provisioned_identities_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="provisioned identity"):
+        PrivaggMod({"secagg": ACTIVE})(first_request("secagg", ACTIVE), context(NODES[0]), train_for(NODES[0], []))
+
+
+def test_the_signing_key_stays_in_its_file_and_the_session_host(tmp_path) -> None:
+    roster, contexts = provision(tmp_path)
+    cid = CLIENTS[0]
+    server = with_roster(make_aggregator("secagg", hints={"clients": 3, "dimension": 11}, **ACTIVE), roster) \
+        .server(CLIENTS, round_id=3)
+    request = StageRequest("secagg", ACTIVE, {"clients": 3, "dimension": 11}, 3, server.stage, True,
+                           server.messages_to_send()[cid].to_bytes(), participants=CLIENTS)
+    ctx = contexts[cid]
+    mod = PrivaggMod({"secagg": ACTIVE})
+    mod(Message(write_request(request, RecordDict({"arrays": model()})), ctx.node_id, "train"), ctx,
+        train_for(cid, []))
+    record = ctx.state[STATE_KEY]
+    assert set(record) == {"address", "authkey", "round-id", "pid"}
+    secret = (tmp_path / "identities" / f"client-{cid}.key").read_text().strip()
+    host = int(record["pid"])
+    for text in (repr(ctx), repr(mod), repr(NodeIdentity.from_node_config(ctx.node_config)),
+                 open(f"/proc/{host}/cmdline", "rb").read().hex(), open(f"/proc/{host}/environ", "rb").read().hex(),
+                 open(f"/proc/{host}/cmdline", "rb").read().decode(errors="replace")):
+        assert secret not in text
+    close_session(SessionHandle(record["address"], record["authkey"], 3, host))
+
+
+def test_node_identities_from_node_config(tmp_path) -> None:
+    roster, contexts = provision(tmp_path)
+    config = dict(contexts[33].node_config)
+    assert NodeIdentity.from_node_config(config).client_id == 33  # found by its key
+    assert NodeIdentity.from_node_config({**config, "privagg-client-id": 33}).client_id == 33
+    assert NodeIdentity.from_node_config({}) is None
+    with pytest.raises(ConfigurationError, match="not the key of client 22"):
+        NodeIdentity.from_node_config({**config, "privagg-client-id": 22})
+    with pytest.raises(ConfigurationError, match="both"):
+        NodeIdentity.from_node_config({"privagg-roster": config["privagg-roster"]})
+    stranger = tmp_path / "stranger.key"
+    Identities([5]).signing_key(5).save(stranger)
+    with pytest.raises(ConfigurationError, match="belongs to no client"):
+        NodeIdentity.from_node_config({**config, "privagg-signing-key": str(stranger)})
+    with pytest.raises(ConfigurationError, match="cannot read the roster"):
+        NodeIdentity.from_node_config({**config, "privagg-roster": str(tmp_path / "missing.json")})
+
+
+def test_the_node_config_decides_modes_before_the_run_config() -> None:
+    ctx = Context(run_id=1, node_id=NODES[0], node_config={"privagg-mode": "plain", "privagg-options": '{"clip": 0.5}'},
+                  state=RecordDict(), run_config={"privagg-mode": "plain", "privagg-options": '{"clip": 4.0}'})
+    with pytest.raises(ProtocolViolation, match="clip"):
+        PrivaggMod()(first_request("plain", {"clip": 4.0}), ctx, train_for(NODES[0], []))
+    assert read_reply(PrivaggMod()(first_request("plain", {"clip": 0.5}), ctx, train_for(NODES[0], [])).content)
+
+
+def test_the_model_digest_names_values_layout_and_order() -> None:
+    base = model()
+    digest = model_digest(base)
+    arrays = base.to_numpy_ndarrays()
+    changed = [a.copy() for a in arrays]
+    changed[1][0] = np.nextafter(changed[1][0], np.float32(2))
+    variants = {
+        "a value": ArrayRecord(changed),
+        "a dtype": ArrayRecord([arrays[0].astype(np.float64), *arrays[1:]]),
+        "a shape": ArrayRecord([arrays[0].reshape(3, 2), *arrays[1:]]),
+        "the order": ArrayRecord({k: base[k] for k in reversed(list(base.keys()))}),
+        "a name": ArrayRecord({("x" + k if i == 0 else k): base[k] for i, k in enumerate(base.keys())}),
+    }
+    for what, record in variants.items():
+        assert model_digest(record) != digest, what
+    assert model_digest(ArrayRecord({k: base[k] for k in base.keys()})) == digest and len(digest) == 32

@@ -20,12 +20,17 @@ from privagg.errors import ConfigurationError, MalformedMessage, ProtocolViolati
 from privagg.flower.federation import _toml  # noqa: E402
 from privagg.flower.records import (  # noqa: E402
     CONFIG_KEY,
+    IDENTIFY_KEY,
     PAYLOAD_KEY,
     StageReply,
     StageRequest,
+    read_identify_reply,
+    read_identify_request,
     read_reply,
     read_request,
     user_content,
+    write_identify_reply,
+    write_identify_request,
     write_reply,
     write_request,
 )
@@ -33,7 +38,8 @@ from privagg.flower.workflow import SecureAggregation  # noqa: E402
 
 REQUEST = StageRequest(mode="secagg+", options={"clip": 0.5, "threshold": 3}, hints={"clients": 5, "dimension": 10},
                        round_id=7, stage="advertise_keys", first=True, message=b"PAGG\x01" + bytes(range(200)),
-                       update="delta", arrays_key="arrays", session_timeout=120.0)
+                       update="delta", arrays_key="arrays", session_timeout=120.0,
+                       participants=(3, 11, 2**64 - 2))
 
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")  # tests/conftest.py
@@ -140,6 +146,11 @@ MALFORMED_REQUESTS = {
                                                   PAYLOAD_KEY: ArrayRecord({"bytes": Array(np.zeros(1)),
                                                                             "more": Array(np.zeros(1))})}),
     "payload without config": lambda: RecordDict({PAYLOAD_KEY: write_request(REQUEST)[PAYLOAD_KEY]}),
+    "participants not packed ids": lambda: _corrupt_config("participants", b"\x01" * 7),
+    "participants repeat": lambda: _corrupt_config("participants", (5).to_bytes(8, "little") * 2),
+    "participants are a list": lambda: _corrupt_config("participants", [1, 2]),
+    "an identify record rides along": lambda: RecordDict({**write_request(REQUEST),
+                                                          IDENTIFY_KEY: ConfigRecord({"x": 1})}),
 }
 
 
@@ -173,6 +184,46 @@ def test_malformed_replies_raise_malformed_message(mutate: str) -> None:
         content[CONFIG_KEY]["round-id"] = 1.0
     with pytest.raises(MalformedMessage):
         read_reply(content)
+
+
+# -- identification records ----------------------------------------------------------------------------
+
+def test_identify_round_trip_through_flowers_wire_form() -> None:
+    nonce = bytes(range(32))
+    request = through_flower_wire(Message(write_identify_request(nonce), 42, "train")).content
+    assert read_identify_request(request) == nonce
+    assert read_identify_request(user_records()) is None
+    reply = through_flower_wire(Message(write_identify_reply(7, b"s" * 64), 42, "train")).content
+    assert read_identify_reply(reply) == (7, b"s" * 64)
+
+
+def _identify_reply(**changes) -> RecordDict:
+    content = write_identify_reply(7, b"s" * 64)
+    for key, value in changes.items():
+        content[IDENTIFY_KEY][key] = value
+    return content
+
+
+@pytest.mark.parametrize("content", [
+    lambda: RecordDict({**write_identify_request(bytes(32)), "arrays": ArrayRecord([np.zeros(2)])}),
+    lambda: RecordDict({IDENTIFY_KEY: ConfigRecord({"protocol": "privagg-flower/2", "nonce": b"short"})}),
+    lambda: RecordDict({IDENTIFY_KEY: MetricRecord({"nonce": 1})}),
+], ids=["extra record", "short nonce", "metric record"])
+def test_malformed_identify_requests(content) -> None:
+    with pytest.raises(MalformedMessage):
+        read_identify_request(content())
+
+
+@pytest.mark.parametrize("changes", [{"client-id": "7"}, {"client-id": -1}, {"signature": b"s"},
+                                     {"protocol": "privagg-flower/1"}, {"extra": 1}], ids=str)
+def test_malformed_identify_replies(changes) -> None:
+    with pytest.raises(MalformedMessage):
+        read_identify_reply(_identify_reply(**changes))
+
+
+def test_an_identify_reply_that_is_not_ours_is_a_protocol_violation() -> None:
+    with pytest.raises(ProtocolViolation, match="PrivaggMod"):
+        read_identify_reply(RecordDict({"metrics": MetricRecord({"x": 1})}))
 
 
 # -- configuration, and importing without Flower ------------------------------------------------------

@@ -6,6 +6,9 @@ and a DP clipping norm, and ``global + mean(delta)`` is FedAvg's uniform mean of
 models. ``update="weights"`` aggregates the weights themselves (their range must then fit
 the encoding). Everything goes through :func:`privagg.flatten`, exact for every dtype; the
 server rebuilds the record with the model's own keys, shapes and dtypes.
+
+:func:`model_digest` is what active security binds every signature to: the SHA-256 transcript
+of the model a node received, so nodes given different models refuse each other's keys.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from flwr.app import Array, ArrayRecord
 
 from privagg.encoding.structure import UpdateSpec, flatten, unflatten
 from privagg.errors import InvalidUpdate
+from privagg.transcript import Transcript
 
-__all__ = ["ModelLayout", "flatten_record", "update_vector", "apply_aggregate"]
+__all__ = ["ModelLayout", "flatten_record", "update_vector", "apply_aggregate", "model_digest"]
+
+_DIGEST_LABEL = b"privagg/flower/model/v1"
 
 
 @dataclass(frozen=True)
@@ -77,3 +83,26 @@ def apply_aggregate(model: ArrayRecord, mean: npt.NDArray[np.float64], update: s
     vector = base + mean if update == "delta" else mean
     arrays = unflatten(vector, layout.spec)
     return ArrayRecord({key: Array(np.asarray(a)) for key, a in zip(layout.keys, arrays)})
+
+
+def model_digest(record: ArrayRecord) -> bytes:
+    """32 bytes naming exactly this model: SHA-256 over each array's name, dtype, shape and bytes.
+
+    The arrays go in the record's own order, the order :func:`flatten_record` flattens them in,
+    so equal digests mean equal layouts as well as equal values (a node handed the same arrays
+    in another order would otherwise sum its update into the wrong coordinates). Each field is
+    labelled and length-prefixed (:class:`~privagg.transcript.Transcript`): no two models hash
+    alike by re-cutting names and bytes. The node computes it from the record it received; a
+    server or a test computes it from the record it sent.
+    """
+    if not isinstance(record, ArrayRecord):
+        raise InvalidUpdate(f"the model must be an ArrayRecord, got {type(record).__name__}")
+    transcript = Transcript(_DIGEST_LABEL).int("arrays", len(record))
+    for name, array in record.items():
+        try:
+            values = np.asarray(array.numpy())
+        except (TypeError, ValueError) as exc:
+            raise InvalidUpdate(f"array {name!r} of the model cannot be read: {exc}") from None
+        transcript.text("name", name).text("dtype", values.dtype.str).ints("shape", values.shape)
+        transcript.bytes("data", values.tobytes(order="C"))
+    return transcript.digest()

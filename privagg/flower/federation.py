@@ -11,7 +11,14 @@ per message, and those outlive a SuperNode killed with SIGTERM. Every process we
 gets its own process group (``start_new_session``), everything it spawns stays in that group,
 and :meth:`LocalFederation.close` ends whole groups, escalating to SIGKILL, and reports any
 survivor. Every process gets the same quiet environment (no telemetry, no update check, no Ray
-usage stats) and its own ``FLWR_HOME``, so runs never touch the user's Flower configuration.
+usage stats) and its own ``FLWR_HOME``, so runs never touch the user's Flower configuration,
+and, when privagg is imported from a source checkout, that checkout first on ``PYTHONPATH``, so
+ClientApps, ServerApps and session hosts run the same privagg as the process that started them.
+
+``client_ids=[...]`` provisions identities (active security): SuperNode ``i`` gets the signing
+key of client ``client_ids[i]`` and the roster in its node config (``privagg-signing-key``,
+``privagg-roster``, ``privagg-client-id``), written by :meth:`privagg.identity.Identities.save`
+under ``root/identities``; :attr:`LocalFederation.roster_path` is what the ServerApp needs.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,11 +59,25 @@ class FederationError(RuntimeError):
     """A Flower process did not start, a run could not be submitted, or a process survived."""
 
 
+def _source_checkout() -> str | None:
+    """The repository privagg is imported from, if it is a source checkout (not an installed copy)."""
+    import privagg
+
+    root = Path(privagg.__file__).resolve().parent.parent
+    return str(root) if (root / "pyproject.toml").is_file() else None
+
+
 def quiet_environment(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of one Flower process: ours, quiet, with its own ``FLWR_HOME``."""
     env = dict(os.environ)
     env.update(QUIET_ENV)
     env["FLWR_HOME"] = str(flwr_home)
+    checkout = _source_checkout()
+    if checkout is not None:
+        # An editable install may point at another checkout than the one imported here (a git
+        # worktree, a test run from a copy): Flower's processes must import this one.
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != checkout]
+        env["PYTHONPATH"] = os.pathsep.join([checkout, *paths])
     # Flower starts its helpers (flower-superexec, flwr-clientapp, ...) by name, from PATH.
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -172,7 +193,8 @@ class LocalFederation:
     SuperNodes: runs then use Flower's simulation engine (Ray) with ``nodes`` virtual nodes.
     ``env`` adds variables to every process (e.g. ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
     ``launcher`` prefixes the SuperLink's and SuperNodes' commands (a CPU-accounting wrapper,
-    say). Use as a context manager; :meth:`close` ends every process group it started.
+    say). ``client_ids`` provisions SuperNode ``i`` as client ``client_ids[i]`` (see the module
+    docstring). Use as a context manager; :meth:`close` ends every process group it started.
     """
 
     root: Path
@@ -184,6 +206,7 @@ class LocalFederation:
     startup_timeout: float = 60.0
     launcher: tuple[str, ...] = ()
     port: int = 0
+    client_ids: Sequence[int] = ()
     node_ids: dict[int, int] = field(default_factory=dict, init=False)
     _link: _Proc | None = field(default=None, init=False)
     _nodes: dict[int, _Proc] = field(default_factory=dict, init=False)
@@ -207,11 +230,37 @@ class LocalFederation:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def identities_dir(self) -> Path:
+        return self.root / "identities"
+
+    @property
+    def roster_path(self) -> Path | None:
+        """The roster file of the provisioned identities (``None`` without ``client_ids``)."""
+        return self.identities_dir / "roster.json" if self.client_ids else None
+
+    def _provision(self) -> None:
+        from privagg.identity import Identities
+
+        if len(set(self.client_ids)) != len(self.client_ids) or len(self.client_ids) < self.nodes:
+            raise ConfigurationError(f"client_ids must give each of the {self.nodes} nodes its own id")
+        Identities(self.client_ids).save(self.identities_dir)
+
+    def identity_config(self, index: int) -> dict[str, Any]:
+        """The node-config entries provisioning SuperNode ``index`` (empty without ``client_ids``)."""
+        if not self.client_ids:
+            return {}
+        cid = int(self.client_ids[index])
+        return {"privagg-signing-key": str(self.identities_dir / f"client-{cid}.key"),
+                "privagg-roster": str(self.roster_path), "privagg-client-id": cid}
+
     def start(self) -> None:
         """Start the SuperLink, wait for ``/health``, then the SuperNodes until each registered."""
         if self.nodes < 1:
             raise ConfigurationError("a federation needs at least one node")
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.client_ids:
+            self._provision()
         self.port = self.port or free_port()
         if self.simulation and "RAY_TMPDIR" not in self.env:
             # Ray keeps its sessions in $RAY_TMPDIR/ray (else /tmp/ray, forever); its socket
@@ -236,6 +285,7 @@ class LocalFederation:
         """Start SuperNode ``index`` (it registers asynchronously; see :meth:`wait_registered`)."""
         config = dict(self.node_config(index) if self.node_config else
                       {"partition-id": index, "num-partitions": self.nodes})
+        config.update(self.identity_config(index))
         args = [_bin("flower-supernode"), "--superlink", self.address, "--port", str(free_port()),
                 "--node-config", " ".join(f"{k}={_toml(v)}" for k, v in config.items())]
         args += ["--root-certificates", str(self.tls.ca_cert)] if self.tls else ["--insecure"]

@@ -18,12 +18,19 @@ runs once per round.
 The client decides what it accepts, not the server: ``modes`` maps each mode this client
 agrees to take part in to its options, and a request for another mode, or the same mode with
 other options (a lower threshold, a wider clipping range), is refused with
-:class:`~privagg.errors.ProtocolViolation`. Without ``modes`` the Mod reads them from the run
-config (``privagg-mode``, and ``privagg-options`` as a JSON object), which the ServerApp reads
-too. A plain ``train`` message (no privagg records) is refused unless
-``allow_unprotected_train=True``: a client that insists on secure aggregation never hands its
-update to a strategy that would read it in the clear. Malformed records raise
+:class:`~privagg.errors.ProtocolViolation`. Without ``modes`` the Mod reads them from the node
+config (``privagg-modes``, or ``privagg-mode`` and ``privagg-options`` as a JSON object): the
+node operator's word; failing that, from the run config, which the ServerApp reads too (the
+word of whoever submitted the run). A plain ``train`` message (no privagg records) is refused
+unless ``allow_unprotected_train=True``: a client that insists on secure aggregation never
+hands its update to a strategy that would read it in the clear. Malformed records raise
 :class:`~privagg.errors.MalformedMessage`; Flower turns the exception into an error reply.
+
+Identities (see :mod:`privagg.flower.identity`): a node whose node config provisions a signing
+key and a roster takes part under its roster id, answers the server's identify request with a
+signature, refuses a round whose participants are not all in its roster, and hands the session
+the digest of the model it received (:func:`~privagg.flower.arrays.model_digest`), which active
+security binds into every signature: a server that sends nodes different models is refused.
 """
 
 from __future__ import annotations
@@ -36,14 +43,18 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord
 from flwr.clientapp.typing import ClientAppCallable
 
 from privagg.errors import ConfigurationError, InvalidUpdate, PrivaggError, ProtocolViolation
-from privagg.flower.arrays import flatten_record, update_vector
+from privagg.flower.arrays import flatten_record, model_digest, update_vector
+from privagg.flower.identity import NodeIdentity, identify_payload
 from privagg.flower.records import (
+    IDENTIFY_KEY,
     StageReply,
     StageRequest,
     canonical_json,
     carries_privagg,
+    read_identify_request,
     read_request,
     user_content,
+    write_identify_reply,
     write_reply,
 )
 from privagg.flower.session_host import SessionHandle, ask_session, close_session, start_session
@@ -60,7 +71,8 @@ MODES_KEY = "privagg-modes"
 class PrivaggMod:
     """A Flower Mod running this node's side of privagg's aggregation protocols.
 
-    modes: mode name -> options this client accepts (default: from the run config).
+    modes: mode name -> options this client accepts (default: from the node config, else the run
+        config).
     allow_unprotected_train: pass plain ``train`` messages to ``train`` (default: refuse them).
     forward_metrics: send the MetricRecords ``train`` returns (e.g. ``num-examples``) to the
         server in the clear, next to the first stage's reply (default: drop them; they describe
@@ -96,6 +108,10 @@ class PrivaggMod:
                 raise ProtocolViolation(f"privagg records arrived in a {msg.metadata.message_type!r} message; "
                                         f"they belong to 'train' messages only")
             return call_next(msg, context)
+        if msg.metadata.dst_node_id != context.node_id:
+            raise ProtocolViolation(f"message for node {msg.metadata.dst_node_id} arrived at node {context.node_id}")
+        if IDENTIFY_KEY in msg.content:
+            return self._identify(msg, context)
         request = read_request(msg.content)
         if request is None:
             if self.allow_unprotected_train:
@@ -104,18 +120,36 @@ class PrivaggMod:
                 "this ClientApp aggregates only through privagg (PrivaggMod); the server sent a plain 'train' "
                 "message, which would hand the update over in the clear")
         self._check_accepted(request, context)
-        if msg.metadata.dst_node_id != context.node_id:
-            raise ProtocolViolation(f"message for node {msg.metadata.dst_node_id} arrived at node {context.node_id}")
         if request.first:
             return self._first_stage(msg, request, context, call_next)
         return self._later_stage(msg, request, context)
 
     # -- the stages ----------------------------------------------------------------------------
+    def _identify(self, msg: Message, context: Context) -> Message:
+        """Prove to the server which roster id this node holds (it signs a fresh nonce)."""
+        nonce = read_identify_request(msg.content)
+        assert nonce is not None
+        identity = NodeIdentity.from_node_config(context.node_config)
+        if identity is None:
+            raise ProtocolViolation(
+                "the server asked this node for its privagg identity, but it has none: provision "
+                "privagg-signing-key and privagg-roster in its node config")
+        key = identity.signing_key()
+        signature = key.sign(identify_payload(context.run_id, context.node_id, nonce, identity.client_id))
+        del key
+        return Message(write_identify_reply(identity.client_id, signature), reply_to=msg)
+
     def _first_stage(self, msg: Message, request: StageRequest, context: Context,
                      call_next: ClientAppCallable) -> Message:
         _close_previous(context)
+        identity = NodeIdentity.from_node_config(context.node_config)
+        client_id = identity.client_id if identity is not None else context.node_id
+        _check_participants(request, client_id, identity)
         msg.content = user_content(msg.content)  # train sees what a FedAvg ClientApp would see
-        received = flatten_record(_model(msg.content.array_records, request.arrays_key, "received"))
+        received_record = _model(msg.content.array_records, request.arrays_key, "received")
+        received = flatten_record(received_record)
+        digest = model_digest(received_record)  # before train, which may change the record in place
+        del received_record
         out = call_next(msg, context)
         if out.has_error():
             return out  # the server counts this node out of the round, with train's reason
@@ -125,9 +159,10 @@ class PrivaggMod:
         if dimension is not None and dimension != vector.shape[0]:
             raise ProtocolViolation(f"server built the round for {dimension} values, the update has {vector.shape[0]}")
         handle, reply = start_session(
-            mode=request.mode, options=request.options, hints=request.hints, client_id=context.node_id,
+            mode=request.mode, options=request.options, hints=request.hints, client_id=client_id,
             round_id=request.round_id, update=vector, first_message=request.message,
-            idle_timeout=min(request.session_timeout, self.max_session_seconds))
+            idle_timeout=min(request.session_timeout, self.max_session_seconds), identity=identity,
+            model_digest=digest)
         del vector
         if handle is not None:
             context.state[STATE_KEY] = ConfigRecord({"address": handle.address, "authkey": handle.authkey,
@@ -152,20 +187,23 @@ class PrivaggMod:
 
     # -- policy --------------------------------------------------------------------------------
     def accepted_modes(self, context: Context) -> dict[str, dict[str, Any]]:
-        """Mode -> options this client accepts (from the constructor, else from the run config)."""
+        """Mode -> options this client accepts: from the constructor, else the node config, else
+        the run config."""
         if self.modes is not None:
             return self.modes
-        config = context.run_config
-        if MODES_KEY in config:
-            modes = _json_object(config[MODES_KEY], MODES_KEY)
-            if not all(isinstance(v, dict) for v in modes.values()):
-                raise ConfigurationError(f"run config {MODES_KEY!r} must map each mode to an object of options")
-            return modes
-        mode = config.get(MODE_KEY)
-        if not isinstance(mode, str) or not mode:
-            raise ConfigurationError(f"PrivaggMod() without modes reads them from the run config, which has neither "
-                                     f"{MODES_KEY!r} nor a {MODE_KEY!r} string")
-        return {mode: _json_object(config.get(OPTIONS_KEY, "{}"), OPTIONS_KEY)}
+        for where, config in (("node config", context.node_config), ("run config", context.run_config)):
+            if MODES_KEY in config:
+                modes = _json_object(config[MODES_KEY], MODES_KEY, where)
+                if not all(isinstance(v, dict) for v in modes.values()):
+                    raise ConfigurationError(f"{where} {MODES_KEY!r} must map each mode to an object of options")
+                return modes
+            if MODE_KEY in config:
+                mode = config[MODE_KEY]
+                if not isinstance(mode, str) or not mode:
+                    raise ConfigurationError(f"{where} {MODE_KEY!r} must be a mode name, got {mode!r}")
+                return {mode: _json_object(config.get(OPTIONS_KEY, "{}"), OPTIONS_KEY, where)}
+        raise ConfigurationError(f"PrivaggMod() without modes reads them from the node config or the run config, "
+                                 f"which have neither {MODES_KEY!r} nor a {MODE_KEY!r} string")
 
     def _check_accepted(self, request: StageRequest, context: Context) -> None:
         accepted = self.accepted_modes(context)
@@ -180,14 +218,28 @@ class PrivaggMod:
                                     f"accepts (differing: {differing})")
 
 
-def _json_object(raw: Any, key: str) -> dict[str, Any]:
+def _json_object(raw: Any, key: str, where: str) -> dict[str, Any]:
     try:
         value = json.loads(raw) if isinstance(raw, str) else None
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        raise ConfigurationError(f"run config {key!r} must be a JSON object, got {raw!r}")
+        raise ConfigurationError(f"{where} {key!r} must be a JSON object, got {raw!r}")
     return value
+
+
+def _check_participants(request: StageRequest, client_id: int, identity: NodeIdentity | None) -> None:
+    """The round's announced participants include this node and, if provisioned, only its roster."""
+    if client_id not in request.participants:
+        hint = (" (a provisioned node takes part under its roster id: does the ServerApp have the roster?)"
+                if identity is not None else "")
+        raise ProtocolViolation(f"the server's round {request.round_id} does not name this node's id {client_id} "
+                                f"among its participants{hint}")
+    if identity is not None:
+        unknown = identity.roster.missing(request.participants)
+        if unknown:
+            raise ProtocolViolation(f"the server announced participants {unknown[:5]} that are not in this node's "
+                                    f"roster ({len(unknown)} unknown): refusing the round")
 
 
 def _model(records: Mapping[str, Any], key: str, what: str) -> Any:

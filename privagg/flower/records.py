@@ -5,8 +5,9 @@ two records next to whatever the user's own records are:
 
 * ``"privagg"``, a ``ConfigRecord`` with the round's public facts: protocol version, mode and
   its options (canonical JSON, so both sides can compare them byte for byte), the hints the
-  mode was built with, round id, stage, and for the first stage what the ClientApp should
-  aggregate (``update``) and where its model lives (``arrays-key``);
+  mode was built with, round id, stage, the protocol ids taking part (``participants``, which
+  a provisioned client checks against its own roster), and for the first stage what the
+  ClientApp should aggregate (``update``) and where its model lives (``arrays-key``);
 * ``"privagg.message"``, an ``ArrayRecord`` holding one privagg message (our typed wire format)
   as a ``uint8`` :class:`flwr.app.Array` with its own ``stype``. An ``Array`` rather than a
   ``bytes`` config value because Flower chunks arrays (5 MB pieces, content-addressed), so a
@@ -18,12 +19,17 @@ extra key, a wrong type of value, a payload that is not our byte array) or
 :class:`~privagg.errors.ProtocolViolation` (valid Flower content that is not a privagg message,
 or a reply that also carries plaintext arrays). The privagg message inside is parsed later, by
 the session, with the same typed errors.
+
+Before a node's first round with identities, an *identify* exchange (``"privagg.identify"``,
+alone in a ``train`` message) asks the node for its roster id and a signature proving it (see
+:mod:`privagg.flower.identity`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,13 +40,18 @@ from privagg.errors import ConfigurationError, MalformedMessage, ProtocolViolati
 from privagg.messages.base import MAX_MESSAGE_BYTES
 
 __all__ = [
-    "PROTOCOL", "CONFIG_KEY", "PAYLOAD_KEY", "StageRequest", "StageReply", "write_request", "read_request",
-    "write_reply", "read_reply", "user_content", "carries_privagg", "canonical_json",
+    "PROTOCOL", "CONFIG_KEY", "PAYLOAD_KEY", "IDENTIFY_KEY", "StageRequest", "StageReply", "write_request",
+    "read_request", "write_reply", "read_reply", "user_content", "carries_privagg", "canonical_json",
+    "write_identify_request", "read_identify_request", "write_identify_reply", "read_identify_reply",
 ]
 
-PROTOCOL = "privagg-flower/1"
+PROTOCOL = "privagg-flower/2"
 CONFIG_KEY = "privagg"
 PAYLOAD_KEY = "privagg.message"
+IDENTIFY_KEY = "privagg.identify"
+NONCE_BYTES = 32
+_SIGNATURE_BYTES = 64
+_MAX_PARTICIPANTS = 1 << 20
 _ARRAY_NAME = "bytes"
 _STYPE = "privagg/bytes"
 _MAX_TEXT = 1 << 16
@@ -48,7 +59,7 @@ _UPDATES = ("delta", "weights")
 
 _REQUEST_FIELDS: dict[str, type] = {
     "protocol": str, "mode": str, "options": str, "hints": str, "round-id": int, "stage": str, "first": bool,
-    "update": str, "arrays-key": str, "session-timeout": float,
+    "update": str, "arrays-key": str, "session-timeout": float, "participants": bytes,
 }
 _REPLY_FIELDS: dict[str, type] = {"protocol": str, "round-id": int, "stage": str, "has-message": bool}
 
@@ -76,6 +87,7 @@ class StageRequest:
     update: str = "delta"
     arrays_key: str = "arrays"
     session_timeout: float = 600.0
+    participants: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,7 @@ def write_request(request: StageRequest, user: RecordDict | None = None) -> Reco
         "protocol": PROTOCOL, "mode": request.mode, "options": canonical_json(request.options),
         "hints": canonical_json(request.hints), "round-id": int(request.round_id), "stage": request.stage,
         "first": bool(request.first), "update": request.update, "arrays-key": request.arrays_key,
-        "session-timeout": float(request.session_timeout),
+        "session-timeout": float(request.session_timeout), "participants": _pack_ids(request.participants),
     })
     content[PAYLOAD_KEY] = _payload(request.message)
     return content
@@ -122,12 +134,31 @@ def write_reply(reply: StageReply, metrics: Mapping[str, MetricRecord] | None = 
 
 def carries_privagg(content: RecordDict) -> bool:
     """True when ``content`` claims to be ours (it may still be malformed)."""
-    return CONFIG_KEY in content or PAYLOAD_KEY in content
+    return CONFIG_KEY in content or PAYLOAD_KEY in content or IDENTIFY_KEY in content
+
+
+def _pack_ids(ids: tuple[int, ...]) -> bytes:
+    ordered = sorted(int(i) for i in ids)
+    if len(set(ordered)) != len(ordered):
+        raise ConfigurationError("participants repeat an id")
+    try:
+        return struct.pack(f"<{len(ordered)}Q", *ordered)
+    except struct.error:
+        raise ConfigurationError("participants must be ids in [0, 2^64)") from None
+
+
+def _unpack_ids(data: bytes, what: str) -> tuple[int, ...]:
+    if len(data) % 8 or len(data) > 8 * _MAX_PARTICIPANTS:
+        raise MalformedMessage(f"{what}: participants must be packed 64-bit ids, got {len(data)} bytes")
+    ids = struct.unpack(f"<{len(data) // 8}Q", data)
+    if any(a >= b for a, b in zip(ids, ids[1:])):
+        raise MalformedMessage(f"{what}: participants must be strictly increasing")
+    return tuple(ids)
 
 
 def user_content(content: RecordDict) -> RecordDict:
-    """``content`` without our two records: what the user's ``train`` function sees."""
-    return RecordDict({k: v for k, v in content.items() if k not in (CONFIG_KEY, PAYLOAD_KEY)})
+    """``content`` without our records: what the user's ``train`` function sees."""
+    return RecordDict({k: v for k, v in content.items() if k not in (CONFIG_KEY, PAYLOAD_KEY, IDENTIFY_KEY)})
 
 
 def _config(content: RecordDict, fields: dict[str, type], what: str) -> dict[str, Any]:
@@ -200,6 +231,8 @@ def read_request(content: RecordDict) -> StageRequest | None:
     """
     if not carries_privagg(content):
         return None
+    if IDENTIFY_KEY in content:
+        raise MalformedMessage(f"stage request: carries an identify record {IDENTIFY_KEY!r}")
     values = _config(content, _REQUEST_FIELDS, "stage request")
     message = _message(content, "stage request", required=True)
     assert message is not None
@@ -213,6 +246,7 @@ def read_request(content: RecordDict) -> StageRequest | None:
         hints=_json_object(values["hints"], "stage request hints"), round_id=values["round-id"],
         stage=values["stage"], first=values["first"], message=message, update=values["update"],
         arrays_key=values["arrays-key"], session_timeout=timeout,
+        participants=_unpack_ids(values["participants"], "stage request"),
     )
 
 
@@ -221,6 +255,8 @@ def read_reply(content: RecordDict) -> StageReply:
     if not carries_privagg(content):
         raise ProtocolViolation(f"reply carries no {CONFIG_KEY!r} record (records: {sorted(content.keys())}); "
                                 f"is PrivaggMod installed in the ClientApp?")
+    if IDENTIFY_KEY in content:
+        raise MalformedMessage(f"stage reply: carries an identify record {IDENTIFY_KEY!r}")
     values = _config(content, _REPLY_FIELDS, "stage reply")
     message = _message(content, "stage reply", required=values["has-message"])
     extra = [k for k, v in content.items() if k not in (CONFIG_KEY, PAYLOAD_KEY) and not isinstance(v, MetricRecord)]
@@ -228,3 +264,60 @@ def read_reply(content: RecordDict) -> StageReply:
         # A client that sends arrays or configs next to its masked input may be leaking its update.
         raise ProtocolViolation(f"reply carries records other than privagg's and metrics: {sorted(extra)}")
     return StageReply(round_id=values["round-id"], stage=values["stage"], message=message)
+
+
+# -- identification ----------------------------------------------------------------------------
+
+_IDENTIFY_REQUEST_FIELDS: dict[str, type] = {"protocol": str, "nonce": bytes}
+_IDENTIFY_REPLY_FIELDS: dict[str, type] = {"protocol": str, "client-id": int, "signature": bytes}
+
+
+def _identify_record(content: RecordDict, fields: dict[str, type], what: str) -> dict[str, Any]:
+    others = sorted(k for k in content.keys() if k != IDENTIFY_KEY)
+    if others:
+        raise MalformedMessage(f"{what}: carries records other than {IDENTIFY_KEY!r}: {others}")
+    record = content.get(IDENTIFY_KEY)
+    if not isinstance(record, ConfigRecord):
+        raise MalformedMessage(f"{what}: record {IDENTIFY_KEY!r} must be a ConfigRecord, got {type(record).__name__}")
+    if set(record.keys()) != set(fields):
+        raise MalformedMessage(f"{what}: record {IDENTIFY_KEY!r} must hold exactly {sorted(fields)}")
+    values = {key: record[key] for key in fields}
+    for key, kind in fields.items():
+        if type(values[key]) is not kind:
+            raise MalformedMessage(f"{what}: {IDENTIFY_KEY}[{key!r}] must be {kind.__name__}, "
+                                   f"got {type(values[key]).__name__}")
+    if values["protocol"] != PROTOCOL:
+        raise MalformedMessage(f"{what}: protocol {values['protocol']!r} is not {PROTOCOL!r}")
+    return values
+
+
+def write_identify_request(nonce: bytes) -> RecordDict:
+    if len(nonce) != NONCE_BYTES:
+        raise ConfigurationError(f"an identify nonce is {NONCE_BYTES} bytes")
+    return RecordDict({IDENTIFY_KEY: ConfigRecord({"protocol": PROTOCOL, "nonce": bytes(nonce)})})
+
+
+def read_identify_request(content: RecordDict) -> bytes | None:
+    """The nonce of an identify request, ``None`` if ``content`` is not one."""
+    if IDENTIFY_KEY not in content:
+        return None
+    values = _identify_record(content, _IDENTIFY_REQUEST_FIELDS, "identify request")
+    if len(values["nonce"]) != NONCE_BYTES:
+        raise MalformedMessage(f"identify request: the nonce must be {NONCE_BYTES} bytes")
+    return bytes(values["nonce"])
+
+
+def write_identify_reply(client_id: int, signature: bytes) -> RecordDict:
+    return RecordDict({IDENTIFY_KEY: ConfigRecord({"protocol": PROTOCOL, "client-id": int(client_id),
+                                                   "signature": bytes(signature)})})
+
+
+def read_identify_reply(content: RecordDict) -> tuple[int, bytes]:
+    """``(client id, signature)`` of an identify reply; anything else is a typed error."""
+    if IDENTIFY_KEY not in content:
+        raise ProtocolViolation(f"the node answered the identify request without {IDENTIFY_KEY!r} "
+                                f"(records: {sorted(content.keys())}); is PrivaggMod installed in the ClientApp?")
+    values = _identify_record(content, _IDENTIFY_REPLY_FIELDS, "identify reply")
+    if not 0 <= values["client-id"] < 2**63 or len(values["signature"]) != _SIGNATURE_BYTES:
+        raise MalformedMessage("identify reply: client id out of range or signature not 64 bytes")
+    return int(values["client-id"]), bytes(values["signature"])

@@ -11,6 +11,10 @@ stage's bytes over a Unix socket and get the reply bytes back. ``Context.state``
 to reach the host: the socket path and a random key that authenticates each connection (the
 socket also lives in a directory only this user can open).
 
+A provisioned node's signing key never crosses the pipe either: the host is told the key
+file's path and loads it itself (:class:`~privagg.flower.identity.NodeIdentity`); with the
+model digest the ClientApp computed from the model it received, it is handed to the session.
+
 The host never outlives its purpose: it exits when its session has finished, when told to
 (a new round), when no stage arrived for ``idle_timeout`` seconds (the node was dropped, or
 the server vanished), or when the process that watches over ClientApps (the SuperExec, or the
@@ -35,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +53,9 @@ from privagg.errors import (
     PrivaggError,
     ProtocolViolation,
 )
+
+if TYPE_CHECKING:
+    from privagg.flower.identity import NodeIdentity
 
 __all__ = ["SessionHandle", "start_session", "ask_session", "close_session"]
 
@@ -109,12 +116,17 @@ def _read_frame(data: bytes) -> _Answer:
 
 def start_session(*, mode: str, options: Mapping[str, Any], hints: Mapping[str, Any], client_id: int,
                   round_id: int, update: npt.NDArray[np.float64], first_message: bytes,
-                  idle_timeout: float) -> tuple[SessionHandle | None, bytes | None]:
+                  idle_timeout: float, identity: NodeIdentity | None = None,
+                  model_digest: bytes = bytes(32)) -> tuple[SessionHandle | None, bytes | None]:
     """Start a host for this client's session, answer the first stage with it.
 
+    ``identity``: the node's provisioned identity (its key's path goes to the host, not the
+    key); ``model_digest``: :func:`~privagg.flower.arrays.model_digest` of the received model.
     Returns the handle (``None`` when the session already finished) and the first reply.
     Typed errors raised by the session (a refused message, a bad update) are raised here.
     """
+    if len(model_digest) != 32:
+        raise ConfigurationError("model_digest must be 32 bytes")
     # mkdtemp makes the directory 0700: only this user can reach the socket. A Unix socket path
     # must stay under ~100 bytes, so a long TMPDIR falls back to /tmp.
     base = tempfile.gettempdir()
@@ -128,6 +140,8 @@ def start_session(*, mode: str, options: Mapping[str, Any], hints: Mapping[str, 
         "mode": mode, "options": dict(options), "hints": dict(hints), "client_id": int(client_id),
         "round_id": int(round_id), "address": address, "directory": directory,
         "idle_timeout": float(idle_timeout), "watch_pid": os.getppid(), "values": int(vector.shape[0]),
+        "identity": None if identity is None else {"roster": identity.roster_path, "signing_key": identity.key_path},
+        "model_digest": bytes(model_digest).hex(),
     }).encode()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -258,11 +272,19 @@ def _serve() -> int:
     first = _read_exact(stdin, size)
     directory = Path(config["directory"])
     try:
+        from privagg.flower.identity import NodeIdentity, client_session, with_roster
         from privagg.registry import make_aggregator
 
         aggregator = make_aggregator(config["mode"], hints=dict(config["hints"]), **dict(config["options"]))
-        session = aggregator.client(int(config["client_id"]), update, round_id=int(config["round_id"]))
-        del update
+        signing_key = None
+        if config["identity"] is not None:
+            identity = NodeIdentity.load(config["identity"]["roster"], config["identity"]["signing_key"],
+                                         int(config["client_id"]))
+            aggregator = with_roster(aggregator, identity.roster)
+            signing_key = identity.signing_key()
+        session = client_session(aggregator, int(config["client_id"]), update, round_id=int(config["round_id"]),
+                                 signing_key=signing_key, model_digest=bytes.fromhex(config["model_digest"]))
+        del update, signing_key  # the session holds the key now, and nothing else in this process
         reply = session.respond(first)
         reply_bytes = reply.to_bytes() if reply is not None else None
     except Exception as exc:  # every failure goes back to the ClientApp, typed

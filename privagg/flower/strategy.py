@@ -11,7 +11,8 @@ exchange changes. ``Strategy.start`` calls ``grid.send_and_receive`` with the me
 ``configure_train`` built; ``start`` here hands FedAvg a grid that turns exactly those messages
 into a :class:`~privagg.flower.workflow.SecureAggregation` round among their nodes (their
 content, the model and the config, becomes the first stage's), and ``aggregate_train`` returns
-that round's model. Evaluation messages pass through to the real grid untouched.
+that round's model. Evaluation messages go to the real grid untouched (only polled for replies
+every ``poll_interval`` seconds, not Flower's 3).
 
 Differences from FedAvg that follow from secure aggregation: the mean is uniform over the
 included clients (a weighted mean would need each client's weight in the clear, or inside the
@@ -25,6 +26,7 @@ round without replies. ``outcomes`` keeps each round's :class:`RoundOutcome`, an
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,6 +39,7 @@ from flwr.supercore.run import Run
 
 from privagg.errors import AggregationAborted, PrivaggError
 from privagg.flower.workflow import RoundOutcome, SecureAggregation, StageHook
+from privagg.identity import Roster
 
 __all__ = ["SecureFedAvg"]
 
@@ -47,20 +50,22 @@ class SecureFedAvg(FedAvg):
     """FedAvg whose training rounds aggregate through privagg mode ``mode``.
 
     mode, options, stage_timeout, train_timeout, update, poll_interval, session_timeout,
-    on_stage: as for :class:`~privagg.flower.workflow.SecureAggregation`. Every other keyword
-    is FedAvg's (``fraction_train``, ``min_train_nodes``, ``fraction_evaluate``,
+    on_stage, roster: as for :class:`~privagg.flower.workflow.SecureAggregation` (``roster``, a
+    :class:`~privagg.identity.Roster` or a path to one, is what active security needs). Every
+    other keyword is FedAvg's (``fraction_train``, ``min_train_nodes``, ``fraction_evaluate``,
     ``arrayrecord_key``, ...).
     """
 
     def __init__(self, mode: str = "secagg+", options: Mapping[str, Any] | None = None, *,
                  stage_timeout: float = 60.0, train_timeout: float | None = None, update: str = "delta",
                  poll_interval: float | None = 0.5, session_timeout: float | None = None,
-                 on_stage: StageHook | None = None, **fedavg: Any) -> None:
+                 on_stage: StageHook | None = None, roster: Roster | str | os.PathLike[str] | None = None,
+                 **fedavg: Any) -> None:
         super().__init__(**fedavg)
         self.workflow = SecureAggregation(mode, options, stage_timeout=stage_timeout, train_timeout=train_timeout,
                                           update=update, arrays_key=self.arrayrecord_key,
                                           poll_interval=poll_interval, session_timeout=session_timeout,
-                                          on_stage=on_stage)
+                                          on_stage=on_stage, roster=roster)
         self.outcomes: dict[int, RoundOutcome] = {}
         self.aborted: dict[int, str] = {}
 
@@ -139,4 +144,5 @@ class _SecureTrainGrid(Grid):
         if batch and all(m.metadata.message_type == MessageType.TRAIN for m in batch):
             self._strategy._train_round(self._grid, batch)
             return []
-        return self._grid.send_and_receive(batch, timeout=timeout)
+        # Evaluation: Flower's own exchange, but polled every poll_interval instead of every 3 s.
+        return self._strategy.workflow.exchange(self._grid, batch, timeout)

@@ -4,6 +4,8 @@
 run config's privagg mode (``secagg+dp`` by default: SecAgg+ with the distributed discrete
 Gaussian, so the server only ever sees a noisy sum; ``ckks`` with ``--run-config ckks.toml``)
 as one Flower message exchange per protocol stage. Evaluation and the result are FedAvg's.
+With ``privagg-roster`` set (a roster file), nodes take part under the roster ids they prove,
+which active security (``privagg-options = '{"security": "active"}'``) needs.
 """
 
 from __future__ import annotations
@@ -29,21 +31,25 @@ def main(grid: Grid, context: Context) -> None:
     strategy = SecureFedAvg(mode, options, stage_timeout=float(config["stage-timeout"]),
                             train_timeout=float(config["train-timeout"]), min_available_nodes=nodes,
                             min_train_nodes=nodes, fraction_evaluate=float(config["fraction-evaluate"]),
-                            min_evaluate_nodes=nodes)
+                            min_evaluate_nodes=nodes, roster=str(config.get("privagg-roster", "")) or None)
     x_test, y_test = task.load_test()
+    accuracy: dict[int, float] = {}
 
     def centralised(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model = task.make_model()
         model.load_state_dict(arrays.to_torch_state_dict())
-        loss, accuracy = task.evaluate(model, x_test, y_test)
-        return MetricRecord({"test-loss": loss, "test-accuracy": accuracy})
+        loss, accuracy[server_round] = task.evaluate(model, x_test, y_test)
+        return MetricRecord({"test-loss": loss, "test-accuracy": accuracy[server_round]})
 
-    result = strategy.start(grid, ArrayRecord(task.make_model().state_dict()), num_rounds=int(config["num-rounds"]),
-                            train_config=ConfigRecord({"lr": float(config["lr"])}), evaluate_fn=centralised)
-    for server_round, outcome in sorted(strategy.outcomes.items()):
-        print(f"round {server_round}: {mode} summed {len(outcome.included)} nodes, dropped {list(outcome.dropped)}, "
-              f"facts {dict(outcome.metrics())}")
-    for server_round, reason in sorted(strategy.aborted.items()):
-        print(f"round {server_round}: aborted ({reason}); the model stayed as it was")
-    final = result.evaluate_metrics_serverapp.get(int(config["num-rounds"]))
-    print(f"final centralised evaluation: {dict(final) if final else None}")
+    strategy.start(grid, ArrayRecord(task.make_model().state_dict()), num_rounds=int(config["num-rounds"]),
+                   train_config=ConfigRecord({"lr": float(config["lr"])}), evaluate_fn=centralised)
+    print(f"privagg mode {mode} {options}; test accuracy before training: {accuracy.get(0, float('nan')):.3f}")
+    for server_round in range(1, int(config["num-rounds"]) + 1):
+        outcome = strategy.outcomes.get(server_round)
+        if outcome is None:
+            print(f"round {server_round}: aborted ({strategy.aborted.get(server_round)}); the model stayed as it was")
+            continue
+        facts = outcome.metrics()
+        epsilon = f", epsilon {facts['privagg-epsilon']:.1f}" if "privagg-epsilon" in facts else ""
+        print(f"round {server_round}: summed {len(outcome.included)} nodes (dropped {list(outcome.dropped)}), "
+              f"test accuracy {accuracy.get(server_round, float('nan')):.3f}{epsilon}")
