@@ -108,11 +108,17 @@ class Private(Aggregator):
             raise BudgetExceeded(epsilon, self.budget, self.delta)
         return epsilon
 
-    def client(self, client_id: int, update: Any, *, round_id: int = 0, seed: int | None = None) -> ClientSession:
+    def client(self, client_id: int, update: Any, *, round_id: int = 0, seed: int | None = None,
+               signing_key: Any = None, model_digest: bytes | None = None) -> ClientSession:
+        """A client session of the inner protocol on the mechanism's value; ``signing_key`` and
+        ``model_digest`` go to an inner mode with active security."""
         self.check_budget()  # before any noise is drawn
         vector, _ = flatten(update)
         transformed = self.mechanism.client_update(vector, round_id=round_id)
-        return self._inner.client(client_id, transformed, round_id=round_id, seed=seed)  # type: ignore[attr-defined,no-any-return]
+        extra = {name: value for name, value in (("signing_key", signing_key), ("model_digest", model_digest))
+                 if value is not None}
+        return self._inner.client(client_id, transformed, round_id=round_id, seed=seed,  # type: ignore[attr-defined,no-any-return]
+                                  **extra)
 
     def server(self, client_ids: Iterable[int], *, round_id: int = 0, dimension: int | None = None) -> ServerSession:
         self.check_budget()

@@ -370,6 +370,20 @@ def expected_encoded_sum(mode: str, options, clients) -> list[int]:
     return [int(x) for x in total % (1 << fp.bits)]
 
 
+def test_a_provisioned_node_never_unmasks_the_same_model_twice(tmp_path) -> None:
+    """The difference of two sessions over Flower: every round's session runs in a new session
+    host, so what a node released is kept in a ledger beside its key; the same round run again
+    on the same model is refused at the unmasking, and nothing is released twice."""
+    roster, contexts = provision(tmp_path)
+    run_round("secagg", PrivaggMod({"secagg": ACTIVE}), contexts, options=ACTIVE, roster=roster)
+    errors: dict[int, Exception] = {}
+    with pytest.raises(AggregationAborted):
+        run_round("secagg", PrivaggMod({"secagg": ACTIVE}), contexts, options=ACTIVE, roster=roster, errors=errors)
+    assert set(errors) == set(CLIENTS)
+    assert all("already released its contribution" in str(e) for e in errors.values())
+    assert all(len(list((tmp_path / "identities").glob(f"client-{cid}.key.*.ledger"))) == 1 for cid in CLIENTS)
+
+
 @pytest.mark.parametrize("mode", ["secagg", "secagg+"])
 def test_an_active_round_of_provisioned_nodes_is_exact(mode: str, tmp_path) -> None:
     roster, contexts = provision(tmp_path)
@@ -395,9 +409,11 @@ def test_a_node_sent_another_model_is_refused_and_the_round_aborts(tmp_path) -> 
     with pytest.raises(AggregationAborted):
         run_round("secagg", PrivaggMod({"secagg": ACTIVE}), contexts, options=ACTIVE, roster=roster,
                   model_for=model_for, errors=errors)
-    assert set(errors) == set(CLIENTS)  # every node refuses its peers' keys: nobody's update is used
+    # The victim finds no peer who signed for its model; the other two refuse the victim alone,
+    # and then have one usable neighbour of the two (t) they need: nobody's update is used.
+    assert set(errors) == set(CLIENTS)
     for exc in errors.values():
-        assert isinstance(exc, ProtocolViolation) and "different model" in str(exc)
+        assert isinstance(exc, ProtocolViolation) and "usable neighbours" in str(exc)
 
 
 def test_digests_agree_when_every_node_got_the_same_model(tmp_path) -> None:
@@ -513,3 +529,13 @@ def test_the_model_digest_names_values_layout_and_order() -> None:
     for what, record in variants.items():
         assert model_digest(record) != digest, what
     assert model_digest(ArrayRecord({k: base[k] for k in base.keys()})) == digest and len(digest) == 32
+
+
+def test_distributed_dp_runs_with_active_security_on_provisioned_nodes(tmp_path) -> None:
+    """dp.Private hands the signing key and the model digest to its inner secure aggregation."""
+    roster, contexts = provision(tmp_path)
+    options = {"security": "active", "noise_multiplier": 0.5}
+    result, calls = run_round("secagg+dp", PrivaggMod({"secagg+dp": options}), contexts, options=options,
+                              roster=roster)
+    assert result.included == CLIENTS and sorted(calls) == list(CLIENTS)
+    assert [e.stage for e in result.view.entries].count("consistency_check") == 3

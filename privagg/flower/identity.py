@@ -194,6 +194,21 @@ def with_roster(aggregator: Aggregator, roster: Roster) -> Aggregator:
     return dataclasses.replace(aggregator, aggregator=configured)  # type: ignore[type-var]
 
 
+def with_ledger(aggregator: Aggregator, path: str) -> Aggregator:
+    """``aggregator`` whose clients remember, in the file ``path``, what they already released
+    (:mod:`privagg.ledger`): each round's session runs in a new session-host process, so an
+    in-memory ledger would forget between rounds and a server could run a round twice."""
+    from privagg.ledger import ContributionLedger
+
+    holder = _roster_holder(aggregator)
+    if holder is None or "ledger" not in {f.name for f in dataclasses.fields(holder)}:
+        return aggregator
+    configured = dataclasses.replace(holder, ledger=ContributionLedger(path))
+    if holder is aggregator:
+        return configured  # type: ignore[no-any-return]
+    return dataclasses.replace(aggregator, aggregator=configured)  # type: ignore[type-var]
+
+
 def client_session(aggregator: Aggregator, client_id: int, update: Any, *, round_id: int,
                    signing_key: SigningKey | None, model_digest: bytes) -> ClientSession:
     """A client session, given the signing key and the model digest when the mode takes them.

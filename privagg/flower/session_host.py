@@ -23,6 +23,7 @@ simulation's worker parent) is gone. It imports neither Flower nor the user's ap
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import selectors
@@ -272,7 +273,7 @@ def _serve() -> int:
     first = _read_exact(stdin, size)
     directory = Path(config["directory"])
     try:
-        from privagg.flower.identity import NodeIdentity, client_session, with_roster
+        from privagg.flower.identity import NodeIdentity, client_session, with_ledger, with_roster
         from privagg.registry import make_aggregator
 
         aggregator = make_aggregator(config["mode"], hints=dict(config["hints"]), **dict(config["options"]))
@@ -281,6 +282,10 @@ def _serve() -> int:
             identity = NodeIdentity.load(config["identity"]["roster"], config["identity"]["signing_key"],
                                          int(config["client_id"]))
             aggregator = with_roster(aggregator, identity.roster)
+            # Beside the key it belongs to, named by its public key (new identities start a new
+            # ledger): what this identity released, across the rounds' processes.
+            fingerprint = hashlib.sha256(identity.signing_key().public_bytes()).hexdigest()[:16]
+            aggregator = with_ledger(aggregator, f"{config['identity']['signing_key']}.{fingerprint}.ledger")
             signing_key = identity.signing_key()
         session = client_session(aggregator, int(config["client_id"]), update, round_id=int(config["round_id"]),
                                  signing_key=signing_key, model_digest=bytes.fromhex(config["model_digest"]))

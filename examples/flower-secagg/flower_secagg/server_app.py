@@ -41,7 +41,7 @@ def main(grid: Grid, context: Context) -> None:
         loss, accuracy[server_round] = task.evaluate(model, x_test, y_test)
         return MetricRecord({"test-loss": loss, "test-accuracy": accuracy[server_round]})
 
-    strategy.start(grid, ArrayRecord(task.make_model().state_dict()), num_rounds=int(config["num-rounds"]),
+    strategy.start(grid, ArrayRecord(task.make_model(seed=None).state_dict()), num_rounds=int(config["num-rounds"]),
                    train_config=ConfigRecord({"lr": float(config["lr"])}), evaluate_fn=centralised)
     print(f"privagg mode {mode} {options}; test accuracy before training: {accuracy.get(0, float('nan')):.3f}")
     for server_round in range(1, int(config["num-rounds"]) + 1):
