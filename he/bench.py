@@ -103,7 +103,7 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
     if config.in_round_key_setup:  # keys are set up once per session, not timed with the round
         config = replace(config, shared_key=SharedKey.generate(config.params))
     if config.key_holder == "decryptor":
-        decryptor = Decryptor(config.params, min_clients=config.min_clients)
+        decryptor = Decryptor(config.params, min_clients=config.min_clients, roster=config.decryptor_trust())
         config = replace(config, decryptor=decryptor)
     processes = resolve_processes(config.server_processes)
     pool = None

@@ -39,10 +39,13 @@ from he.messages import (
     KeySetupRequest,
     as_ciphertext_map,
 )
+from he.binding import sign_upload_payload, verified_sum
 from he.release import release_sum
+from he.transcript import ciphertexts_digest
 from he.ring import Ring, seal
 from privagg.encoding import as_float_vector, flatten
-from privagg.errors import InvalidUpdate, MalformedMessage, ProtocolViolation
+from privagg.errors import ConfigurationError, InvalidUpdate, MalformedMessage, ProtocolViolation
+from privagg.identity import SigningKey
 from privagg.interface import ClientSession
 from privagg.messages import MAX_MESSAGE_BYTES, SERVER_ID, Message
 
@@ -56,7 +59,8 @@ _EXPECTED = (KeySetupRequest, DealRequest, EncryptRequest, DecryptRequest)
 
 class CKKSClient(ClientSession):
     def __init__(self, config: CKKS, client_id: int, update: Any, round_id: int, *,
-                 shared_key: SharedKey | None = None, public_key: PublicKey | None = None) -> None:
+                 shared_key: SharedKey | None = None, public_key: PublicKey | None = None,
+                 signing_key: SigningKey | None = None) -> None:
         super().__init__(client_id, round_id)
         params = config.params
         vector, self.spec = flatten(update)
@@ -75,6 +79,10 @@ class CKKSClient(ClientSession):
         self._public_key = public_key
         if config.key_holder == "decryptor" and public_key is None:
             raise KeyRoleError(f"client {self.client_id} has no public key to encrypt with")
+        if config.authenticated and signing_key is None:
+            raise ConfigurationError(f"client {self.client_id} needs its signing key (authenticated uploads)")
+        self._signing_key = signing_key
+        self._upload_digest: bytes | None = None
         self._agreement: X25519PrivateKey | None = None  # in-round key setup only
         self._sent = False
         self._released = False
@@ -171,8 +179,14 @@ class CKKSClient(ClientSession):
                 encryptor.encrypt(pt, ciphertext)
                 blobs.append(ring.dump(ciphertext))
         self._sent, self._values = True, None
+        signature = b""
+        if self._signing_key is not None:  # bound to this client's own round, not the request's word
+            params = self._config.params
+            signature = self._signing_key.sign(sign_upload_payload(
+                params.digest, self.round_id, params.key_holder, self.key_id, self.client_id, self.n_values, blobs))
+        self._upload_digest = ciphertexts_digest(blobs)
         return Ciphertexts(self.round_id, self.client_id, SERVER_ID, self.key_id, self.n_values,
-                           as_ciphertext_map(blobs))
+                           as_ciphertext_map(blobs), signature)
 
     def _decrypt(self, request: DecryptRequest) -> DecryptedAggregate:
         if self._config.key_holder == "decryptor":
@@ -186,4 +200,21 @@ class CKKSClient(ClientSession):
             raise ProtocolViolation(f"an aggregate of {len(request.contributors)} contributors is refused; at least "
                                     f"{self._config.min_clients} needed")
         self._released = True
-        return release_sum(self._ring, self._shared_key.decryptor(), request, sender=self.client_id)
+        summed = None
+        roster = self._config.trusted_roster()
+        if roster is not None:
+            self._check_own_upload(request)
+            summed = verified_sum(self._ring, request, roster=roster, round_id=self.round_id, key_id=self.key_id,
+                                  min_clients=self._config.min_clients)
+        return release_sum(self._ring, self._shared_key.decryptor(), request, sender=self.client_id,
+                           ciphertexts=summed)
+
+    def _check_own_upload(self, request: DecryptRequest) -> None:
+        """This client's own upload must be in the sum, exactly as it sent it."""
+        raw = request.uploads.get(self.client_id)
+        if raw is None:
+            raise ProtocolViolation(f"client {self.client_id} is asked to decrypt a sum without its own upload")
+        own = Ciphertexts.from_bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw
+        blobs = [own.ciphertexts[i] for i in sorted(own.ciphertexts)]
+        if ciphertexts_digest(blobs) != self._upload_digest:
+            raise ProtocolViolation(f"the request forwards another upload as client {self.client_id}'s")

@@ -22,6 +22,13 @@ party but the clients ever holding the key; it trusts the server to relay the X2
 faithfully (honest-but-curious), where provisioned keys do not. In simulations the keys dealt
 are kept on the configuration, so :meth:`CKKS.disclose` can decrypt what colluding clients could.
 
+Uploads are signed (the default, ``authenticated=True``): each client signs its ciphertexts on
+the session (:mod:`he.transcript`) with its :class:`~privagg.identity.Roster` identity, the
+server refuses an upload without its client's signature, and the key holder releases only the
+sum it recomputed from at least ``min_clients`` signed uploads (:mod:`he.binding`). Every
+party of a deployment is given the same ``roster`` and each client its ``signing_key``
+(:meth:`privagg.identity.Identities.save` writes the files); simulations generate them.
+
 ``key_holder="decryptor"``: a configuration with neither ``decryptor=`` nor ``public_key=``
 creates an in-process decryptor when a client or the server is first made, for simulations
 only (as :class:`secagg.SecAgg` does with identities); the server session then hands it the
@@ -42,6 +49,7 @@ from he.messages import NO_KEY_ID
 from he.params import KEY_HOLDERS, CKKSParameters, KeyHolder
 from he.pool import resolve_processes
 from privagg.errors import ConfigurationError
+from privagg.identity import Identities, Roster, SigningKey, as_signing_key
 from privagg.interface import Aggregator, ServerView
 from privagg.threats import Disclosure, ThreatModel
 
@@ -71,6 +79,14 @@ class CKKS(Aggregator):
     keep_ciphertexts: keep each upload in the server view (auditing) or only its size.
     server_processes: processes the server adds uploads with (1: this one; ``k``: this one and
         ``k - 1`` workers holding slices of the sums, :mod:`he.pool`; ``"auto"``: one per CPU).
+    roster / identities: the clients' Ed25519 public keys (:class:`~privagg.identity.Roster`,
+        configured on every party) or, for simulations, :class:`~privagg.identity.Identities`
+        generated on demand (the default when neither is given). Every upload is signed on the
+        session and the key holder releases only the sum it recomputed from signed uploads
+        (:mod:`he.binding`).
+    authenticated: ``False`` turns the signatures off (no roster needed): the key holder then
+        decrypts the server's aggregate on its word, which is safe against an honest-but-curious
+        server only (a deviating server recovers the key with one crafted ciphertext).
     """
 
     preset: str = "lean"
@@ -88,6 +104,9 @@ class CKKS(Aggregator):
     key_id: bytes | None = None
     keep_ciphertexts: bool = True
     server_processes: int | str = 1
+    roster: Roster | None = None
+    identities: Identities | None = None
+    authenticated: bool = True
     params: CKKSParameters = field(init=False, repr=False, compare=False)
     _round_keys: dict[int, SharedKey] = field(init=False, repr=False, compare=False, default_factory=dict)
 
@@ -109,6 +128,14 @@ class CKKS(Aggregator):
         if not isinstance(self.keep_ciphertexts, bool):
             raise ConfigurationError(f"keep_ciphertexts must be a bool, got {self.keep_ciphertexts!r}")
         resolve_processes(self.server_processes)  # refuses a bad value by name
+        if not isinstance(self.authenticated, bool):
+            raise ConfigurationError(f"authenticated must be a bool, got {self.authenticated!r}")
+        if self.roster is not None and not isinstance(self.roster, Roster):
+            raise ConfigurationError("roster must be a privagg.identity.Roster")
+        if self.identities is not None and not isinstance(self.identities, Identities):
+            raise ConfigurationError("identities must be privagg.identity.Identities")
+        if self.authenticated and self.roster is None and self.identities is None:
+            object.__setattr__(self, "identities", Identities())
         if self.key_id is not None and (not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_BYTES):
             raise ConfigurationError(f"key_id must be {KEY_ID_BYTES} bytes")
         if self.key_holder == "clients":
@@ -151,13 +178,41 @@ class CKKS(Aggregator):
     def stages(self) -> tuple[str, ...]:
         return SETUP_STAGES if self.in_round_key_setup else STAGES
 
-    def client(self, client_id: int, update: Any, *, round_id: int = 0, seed: int | None = None) -> Any:
-        """A client session; ``seed`` is unused (CKKS has no non-secret randomness to fix)."""
+    def trusted_roster(self) -> Roster | None:
+        """The identities this configuration trusts (None when unauthenticated)."""
+        if not self.authenticated:
+            return None
+        if self.roster is not None:
+            return self.roster
+        assert self.identities is not None
+        return self.identities.known()
+
+    def decryptor_trust(self) -> Roster | Identities | None:
+        """What an in-process :class:`Decryptor` of this configuration verifies uploads against."""
+        if not self.authenticated:
+            return None
+        return self.roster if self.roster is not None else self.identities
+
+    def _signing_key(self, cid: int, given: SigningKey | Any | None) -> SigningKey | None:
+        if not self.authenticated:
+            return None
+        key = as_signing_key(given)
+        if key is not None:
+            return key
+        if self.identities is None:
+            raise ConfigurationError(f"client {cid} needs its signing_key (the roster is configured)")
+        return self.identities.signing_key(cid)
+
+    def client(self, client_id: int, update: Any, *, round_id: int = 0, seed: int | None = None,
+               signing_key: SigningKey | Any | None = None) -> Any:
+        """A client session; ``signing_key``: the client's Ed25519 identity (else from
+        ``identities``); ``seed`` is unused (CKKS has no non-secret randomness to fix)."""
         from he.client import CKKSClient
 
+        key = self._signing_key(client_id, signing_key)
         if self.key_holder == "clients":
-            return CKKSClient(self, client_id, update, round_id, shared_key=self.shared_key)
-        return CKKSClient(self, client_id, update, round_id, public_key=self._public_key())
+            return CKKSClient(self, client_id, update, round_id, shared_key=self.shared_key, signing_key=key)
+        return CKKSClient(self, client_id, update, round_id, public_key=self._public_key(), signing_key=key)
 
     def server(self, client_ids: Iterable[int], *, round_id: int = 0, dimension: int | None = None) -> Any:
         """A server session; with an in-process decryptor (simulations) it is wired in."""
@@ -194,7 +249,8 @@ class CKKS(Aggregator):
 
     def _simulation_decryptor(self) -> Decryptor | None:
         if self.decryptor is None and self.public_key is None:
-            object.__setattr__(self, "decryptor", Decryptor(self.params, min_clients=self.min_clients))
+            object.__setattr__(self, "decryptor", Decryptor(self.params, min_clients=self.min_clients,
+                                                            roster=self.decryptor_trust()))
         return self.decryptor
 
     def _public_key(self) -> PublicKey:

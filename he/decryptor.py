@@ -10,26 +10,34 @@ id is what stops a server from asking for ``sum(A)`` and then ``sum(A minus i)``
 used up as soon as a request passes those checks, even if decryption then fails, so failures
 cannot be replayed as an oracle.
 
+With a ``roster`` (what :class:`~he.config.CKKS` gives an in-process decryptor by default) it
+releases only the sum it recomputed itself from the request's signed uploads
+(:func:`he.binding.verified_sum`): a crafted or substituted aggregate, a round id the clients
+did not sign and uploads of strangers are refused. Without one it decrypts the server's
+aggregate on its word, which is safe against an honest-but-curious server only.
+
 Wiring. In a deployment the decryptor runs in its own process or machine; the server session
 exposes what to send it (:meth:`~he.server.CKKSServer.decryptor_messages`) and takes its
 answer (:meth:`~he.server.CKKSServer.receive_from_decryptor`) during stage ``"decrypt"``, over
 whatever transport the deployment uses. For :func:`privagg.simulate`, which only knows clients,
 a :class:`~he.config.CKKS` configuration that holds a :class:`Decryptor` hands the request to it
 in-process when the ``decrypt`` stage's deadline passes. Round ids must come from the
-federation's orchestrator, not from the server alone: a server that may invent round ids can
-ask once per invented id.
+federation's orchestrator, not from the server alone: each client signs the round id of its own
+session, so a round id no client signed releases nothing.
 
 The decryptor id on the wire is :data:`DECRYPTOR_ID` (``2**64 - 2``), which rosters may not use.
 """
 
 from __future__ import annotations
 
+from he.binding import verified_sum
 from he.keys import DecryptorKeys, PublicKey, SecretHolder
 from he.messages import DecryptedAggregate, DecryptRequest
 from he.params import CKKSParameters
 from he.release import release_sum
 from he.ring import Ring
 from privagg.errors import ConfigurationError, ProtocolViolation
+from privagg.identity import Identities, Roster
 from privagg.messages import MAX_ID, SERVER_ID, Message, check_envelope, parse_message
 
 __all__ = ["Decryptor", "DECRYPTOR_ID"]
@@ -41,7 +49,8 @@ DECRYPTOR_ID = MAX_ID - 1
 class Decryptor(SecretHolder):
     """The party holding the secret key in ``key_holder="decryptor"`` mode (see the module docstring)."""
 
-    def __init__(self, params: CKKSParameters, keys: DecryptorKeys | None = None, *, min_clients: int = 2) -> None:
+    def __init__(self, params: CKKSParameters, keys: DecryptorKeys | None = None, *, min_clients: int = 2,
+                 roster: Roster | Identities | None = None) -> None:
         if params.key_holder != "decryptor":
             raise ConfigurationError(f"a Decryptor serves key_holder='decryptor', not {params.key_holder!r}")
         if isinstance(min_clients, bool) or not isinstance(min_clients, int) or min_clients < 1:
@@ -49,8 +58,11 @@ class Decryptor(SecretHolder):
         keys = keys if keys is not None else DecryptorKeys.generate(params)
         if not isinstance(keys, DecryptorKeys) or not keys.compatible_with(params):
             raise ConfigurationError("the decryptor's keys were made for another ring")
+        if roster is not None and not isinstance(roster, (Roster, Identities)):
+            raise ConfigurationError("roster must be a privagg.identity.Roster")
         self.params = params
         self.min_clients = min_clients
+        self._roster = roster
         self._keys = keys
         self._ring = Ring(params)
         self._decryptor = keys.decryptor()
@@ -84,7 +96,17 @@ class Decryptor(SecretHolder):
             raise ProtocolViolation(f"an aggregate of {len(msg.contributors)} contributors is refused; "
                                     f"the decryptor needs at least {self.min_clients}")
         self._released.add(msg.round_id)
-        return release_sum(self._ring, self._decryptor, msg, sender=DECRYPTOR_ID)
+        summed = None
+        if self._roster is not None:
+            roster = self._roster.known() if isinstance(self._roster, Identities) else self._roster
+            summed = verified_sum(self._ring, msg, roster=roster, round_id=msg.round_id, key_id=self.key_id,
+                                  min_clients=self.min_clients)
+        return release_sum(self._ring, self._decryptor, msg, sender=DECRYPTOR_ID, ciphertexts=summed)
+
+    @property
+    def authenticated(self) -> bool:
+        """True when it releases only sums it recomputed from signed uploads (:mod:`he.binding`)."""
+        return self._roster is not None
 
     def __repr__(self) -> str:
         return (f"Decryptor(key_id={self.key_id.hex()}, min_clients={self.min_clients}, "

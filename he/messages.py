@@ -16,7 +16,7 @@ import numpy as np
 
 from he.keys import KEY_ID_BYTES
 from privagg.errors import ProtocolViolation
-from privagg.messages import F64, U64, Bytes, BytesMap, IdList, Message, Vector, message_type, wire
+from privagg.messages import F64, MAX_MESSAGE_BYTES, U64, Bytes, BytesMap, IdList, Message, Vector, message_type, wire
 
 __all__ = ["KeySetupRequest", "KeyAdvertisement", "DealRequest", "DealtKeys", "EncryptRequest", "Ciphertexts",
            "DecryptRequest", "DecryptedAggregate", "ciphertext_blobs", "as_ciphertext_map", "DIGEST_BYTES",
@@ -63,23 +63,30 @@ class EncryptRequest(Message):
 @message_type(0x0202, "he.ciphertexts")
 @dataclass(frozen=True, eq=False)
 class Ciphertexts(Message):
-    """Client -> server: the update, ``n_values`` reals packed into CKKS ciphertexts."""
+    """Client -> server: the update, ``n_values`` reals packed into CKKS ciphertexts, and the
+    client's Ed25519 signature of them on the session (:func:`he.transcript.upload_payload`;
+    empty only in an unauthenticated configuration)."""
 
     key_id: bytes = wire(_KEY_ID)
     n_values: int = wire(U64())
     ciphertexts: dict[int, bytes] = wire(_CIPHERTEXTS)
+    signature: bytes = wire(Bytes(64))
 
 
 @message_type(0x0203, "he.decrypt_request")
 @dataclass(frozen=True, eq=False)
 class DecryptRequest(Message):
-    """Server -> key holder: the aggregate ciphertexts of ``contributors``, to decrypt once."""
+    """Server -> key holder: the aggregate ciphertexts of ``contributors``, to decrypt once, and
+    each contributor's signed upload as it sent it (:class:`Ciphertexts` bytes; empty only in
+    an unauthenticated configuration), from which the key holder recomputes the sum
+    (:mod:`he.binding`)."""
 
     params_digest: bytes = wire(_DIGEST)
     key_id: bytes = wire(_KEY_ID)
     contributors: tuple[int, ...] = wire(IdList(_MAX_CLIENTS))
     n_values: int = wire(U64())
     ciphertexts: dict[int, bytes] = wire(_CIPHERTEXTS)
+    uploads: dict[int, bytes] = wire(BytesMap(max_entries=_MAX_CLIENTS, max_value_len=MAX_MESSAGE_BYTES))
 
 
 @message_type(0x0204, "he.decrypted_aggregate")

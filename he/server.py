@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from he.config import ADVERTISE, COLLECT, DEAL, DECRYPT
+from he.binding import sign_upload_payload
 from he.decryptor import DECRYPTOR_ID, Decryptor
 from he.messages import (
     NO_KEY_ID,
@@ -87,6 +88,10 @@ class CKKSServer(ServerSession):
         self._decryptor_traffic: tuple[int, int] | None = None
         self._advertised: dict[int, bytes] = {}
         self._packages: dict[int, bytes] = {}
+        if config.authenticated and config.roster is None and config.identities is not None:
+            config.identities.roster(self.client_ids)  # simulations: identities for this round's clients
+        self._roster = config.trusted_roster()
+        self._uploads: dict[int, bytes] = {}  # each signed upload as sent, forwarded to the key holder
         if config.in_round_key_setup:
             self._enter(ADVERTISE, {cid: KeySetupRequest(self.round_id, SERVER_ID, cid, self._params.digest)
                                     for cid in self.client_ids})
@@ -145,6 +150,11 @@ class CKKSServer(ServerSession):
         if self._key_id != NO_KEY_ID and message.key_id != self._key_id:
             raise ProtocolViolation(f"client {client_id} encrypted under key {message.key_id.hex()}, "
                                     f"the round uses {self._key_id.hex()}")
+        if self._roster is not None and not self._roster.verify(client_id, message.signature, sign_upload_payload(
+                self._params.digest, self.round_id, self.key_holder, message.key_id, client_id, message.n_values,
+                blobs)):
+            raise ProtocolViolation(f"client {client_id}'s upload carries no valid signature of its roster identity "
+                                    f"on round {self.round_id}")
         if self._sums is None:
             seeded = self.key_holder == "clients"
             self._sums = (ServerPool.shared(self._processes).new_sum(self._ring, seeded=seeded)
@@ -155,6 +165,8 @@ class CKKSServer(ServerSession):
             self._key_id = message.key_id
         self._n_values = message.n_values
         self.upload_bytes[client_id] = sum(len(b) for b in blobs)
+        if self._roster is not None:
+            self._uploads[client_id] = message.to_bytes()
 
     # -- decrypt ---------------------------------------------------------------------------------
     def _advance(self, answers: dict[int, Message]) -> None:
@@ -212,8 +224,10 @@ class CKKSServer(ServerSession):
         blobs = as_ciphertext_map(self._sums.dump())
         self._sums = None
         recipient = DECRYPTOR_ID if self.key_holder == "decryptor" else contributors[0]
+        uploads = {cid: self._uploads[cid] for cid in contributors if cid in self._uploads}
+        self._uploads = {}
         self._request = DecryptRequest(self.round_id, SERVER_ID, recipient, self._params.digest, self._key_id,
-                                       contributors, self._n_values, blobs)
+                                       contributors, self._n_values, blobs, uploads)
         if self.key_holder == "clients":
             self._candidates = list(contributors)
             self._ask_next_client()
@@ -229,7 +243,8 @@ class CKKSServer(ServerSession):
         cid = self._candidates.pop(0)
         assert self._request is not None
         request = DecryptRequest(self.round_id, SERVER_ID, cid, self._request.params_digest, self._request.key_id,
-                                 self._request.contributors, self._request.n_values, self._request.ciphertexts)
+                                 self._request.contributors, self._request.n_values, self._request.ciphertexts,
+                                 self._request.uploads)
         self._active = {cid}  # the others are done, not dropped
         self._enter(DECRYPT, {cid: request})
 

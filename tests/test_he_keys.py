@@ -152,7 +152,7 @@ def test_a_decryptor_mode_client_cannot_decrypt():
     client = agg.client(1, np.zeros(10))
     client.respond(EncryptRequest(0, SERVER_ID, 1, agg.params.digest, client.key_id, b""))
     request = DecryptRequest(0, SERVER_ID, 1, agg.params.digest, client.key_id, (1, 2), 10,
-                             upload(CKKS(shared_key=SharedKey.generate(LEAN)), 1, np.zeros(10)).ciphertexts)
+                             upload(CKKS(shared_key=SharedKey.generate(LEAN)), 1, np.zeros(10)).ciphertexts, {})
     with pytest.raises(KeyRoleError, match="only the decryptor's public key"):
         client.respond(request.to_bytes())
 

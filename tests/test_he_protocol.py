@@ -251,11 +251,16 @@ def test_every_party_built_on_its_own_shares_a_key_the_server_never_holds():
     configuration from the same options; the in-round setup gives the clients one key."""
     from he.modes import make_ckks
 
+    from privagg.identity import Identities
+
     updates = {cid: np.random.default_rng(cid).uniform(-1, 1, 6000) for cid in (3, 5, 8, 9)}
-    server_config = make_ckks()
+    identities = Identities(updates)  # provisioned: every party holds the roster, each client its key
+    roster = identities.roster()
+    server_config = make_ckks(roster=roster)
     assert server_config.stages == (ADVERTISE, DEAL, COLLECT, DECRYPT)
     server = server_config.server(sorted(updates), round_id=21)
-    clients = {cid: make_ckks().client(cid, updates[cid], round_id=21) for cid in updates}
+    clients = {cid: make_ckks(roster=roster).client(cid, updates[cid], round_id=21,
+                                                    signing_key=identities.signing_key(cid)) for cid in updates}
     result = drive(server, clients, silent={DEAL: {3}})  # the first dealer is silent: 5 deals
     assert result.included == (5, 8, 9) and server.dropped == {3: DEAL}
     reference = updates[5] + updates[8] + updates[9]

@@ -1,0 +1,42 @@
+"""What CKKS parties sign, as transcript digests (:mod:`privagg.transcript`).
+
+* ``session_digest(params, round, key holder, key id)``: the round as a client agreed to it.
+  The round id comes from the client's own session (the federation's orchestrator), never from
+  the server's request, and the key id is fresh wherever the key is (a key dealt in the round,
+  a decryptor's per-round key), so it doubles as the session nonce no server chooses.
+* ``upload_payload(session, client, n_values, ciphertexts)``: what a client signs with its
+  roster identity when it uploads: the session, its id, its vector length and the SHA-256 of
+  every ciphertext it sent (length-prefixed, in order). The key holder releases only the sum of
+  uploads whose signatures verify on the session it is in (:mod:`he.binding`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+
+from privagg.transcript import Transcript
+
+__all__ = ["LABEL", "session_digest", "ciphertexts_digest", "upload_payload"]
+
+LABEL = b"privagg/he/v1"
+_LEN = struct.Struct("<Q")
+
+
+def session_digest(params_digest: bytes, round_id: int, key_holder: str, key_id: bytes) -> bytes:
+    return (Transcript(LABEL + b"/session").bytes("params", params_digest).int("round", round_id)
+            .text("key_holder", key_holder).bytes("key_id", key_id).digest())
+
+
+def ciphertexts_digest(blobs: Sequence[bytes]) -> bytes:
+    h = hashlib.sha256(_LEN.pack(len(blobs)))
+    for blob in blobs:
+        h.update(_LEN.pack(len(blob)))
+        h.update(blob)
+    return h.digest()
+
+
+def upload_payload(session: bytes, client_id: int, n_values: int, blobs: Sequence[bytes]) -> bytes:
+    return (Transcript(LABEL + b"/upload").bytes("session", session).int("client", client_id)
+            .int("n_values", n_values).bytes("ciphertexts", ciphertexts_digest(blobs)).digest())
