@@ -118,7 +118,8 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
     ids = list(range(clients))
     round_id = 1
     with server_clock:
-        server = CKKSServer(config, ids, round_id)  # no in-process link: the decryptor is driven below
+        round_key = decryptor.round_key(round_id) if decryptor is not None else None  # fetched by the deployment
+        server = CKKSServer(config, ids, round_id, round_key=round_key)  # no in-process link: driven below
 
     encrypt_seconds: list[float] = []
     encrypt_cpu: list[float] = []

@@ -41,6 +41,7 @@ from he.messages import (
 )
 from he.binding import sign_upload_payload, verified_sum
 from he.release import release_sum
+from he.round_keys import open_round_key
 from he.transcript import ciphertexts_digest
 from he.ring import Ring, seal
 from privagg.encoding import as_float_vector, flatten
@@ -60,7 +61,7 @@ _EXPECTED = (KeySetupRequest, DealRequest, EncryptRequest, DecryptRequest)
 class CKKSClient(ClientSession):
     def __init__(self, config: CKKS, client_id: int, update: Any, round_id: int, *,
                  shared_key: SharedKey | None = None, public_key: PublicKey | None = None,
-                 signing_key: SigningKey | None = None) -> None:
+                 signing_key: SigningKey | None = None, decryptor_identity: Any = None) -> None:
         super().__init__(client_id, round_id)
         params = config.params
         vector, self.spec = flatten(update)
@@ -77,8 +78,7 @@ class CKKSClient(ClientSession):
         self.n_values = int(values.size)
         self._shared_key = shared_key
         self._public_key = public_key
-        if config.key_holder == "decryptor" and public_key is None:
-            raise KeyRoleError(f"client {self.client_id} has no public key to encrypt with")
+        self._decryptor_identity = decryptor_identity  # Ed25519 key the round's public key is signed with
         if config.authenticated and signing_key is None:
             raise ConfigurationError(f"client {self.client_id} needs its signing key (authenticated uploads)")
         self._signing_key = signing_key
@@ -148,6 +148,16 @@ class CKKSClient(ClientSession):
         return DealtKeys(self.round_id, self.client_id, SERVER_ID, key.key_id, packages)
 
     def _take_key(self, request: EncryptRequest) -> None:
+        if self._config.key_holder == "decryptor" and request.key_package:
+            if self._public_key is not None:
+                raise ProtocolViolation(f"client {self.client_id} encrypts to its configured public key; it "
+                                        f"refuses a round key from the request")
+            if self._decryptor_identity is None:
+                raise ProtocolViolation(f"client {self.client_id} has no decryptor identity to check the round's "
+                                        f"key against; configure decryptor_identity")
+            self._public_key = open_round_key(self._config.params, request.key_package, round_id=self.round_id,
+                                              decryptor_identity=self._decryptor_identity)
+            return
         if not request.key_package:
             if self._shared_key is None and self._public_key is None:
                 raise ProtocolViolation(f"client {self.client_id} has no key and the request brings none")

@@ -43,6 +43,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from he.decryptor import Decryptor
 from he.keys import KEY_ID_BYTES, PublicKey, SharedKey
 from he.messages import NO_KEY_ID
@@ -84,6 +86,8 @@ class CKKS(Aggregator):
         generated on demand (the default when neither is given). Every upload is signed on the
         session and the key holder releases only the sum it recomputed from signed uploads
         (:mod:`he.binding`).
+    decryptor_identity: the decryptor's Ed25519 public key (32 bytes; ``Decryptor.identity_public_bytes()``),
+        which signs each round's public key (``"decryptor"`` clients of a deployment; see :mod:`he.round_keys`).
     authenticated: ``False`` turns the signatures off (no roster needed): the key holder then
         decrypts the server's aggregate on its word, which is safe against an honest-but-curious
         server only (a deviating server recovers the key with one crafted ciphertext).
@@ -107,6 +111,7 @@ class CKKS(Aggregator):
     roster: Roster | None = None
     identities: Identities | None = None
     authenticated: bool = True
+    decryptor_identity: bytes | None = None
     params: CKKSParameters = field(init=False, repr=False, compare=False)
     _round_keys: dict[int, SharedKey] = field(init=False, repr=False, compare=False, default_factory=dict)
 
@@ -162,7 +167,11 @@ class CKKS(Aggregator):
         if self.public_key is not None and (not isinstance(self.public_key, PublicKey)
                                             or not self.public_key.compatible_with(self.params)):
             raise ConfigurationError("public_key must be a PublicKey made for this ring")
-        ids = {k.key_id for k in (self.decryptor, self.public_key) if k is not None}
+        if self.decryptor_identity is not None and (not isinstance(self.decryptor_identity, bytes)
+                                                    or len(self.decryptor_identity) != 32):
+            raise ConfigurationError("decryptor_identity must be the decryptor's 32-byte Ed25519 public key")
+        long_term = self.decryptor if self.decryptor is not None and not self.decryptor.per_round_keys else None
+        ids = {k.key_id for k in (long_term, self.public_key) if k is not None}
         if self.key_id is not None:
             ids.add(self.key_id)
         if len(ids) > 1:
@@ -212,19 +221,23 @@ class CKKS(Aggregator):
         key = self._signing_key(client_id, signing_key)
         if self.key_holder == "clients":
             return CKKSClient(self, client_id, update, round_id, shared_key=self.shared_key, signing_key=key)
-        return CKKSClient(self, client_id, update, round_id, public_key=self._public_key(), signing_key=key)
+        return CKKSClient(self, client_id, update, round_id, public_key=self._public_key(), signing_key=key,
+                          decryptor_identity=self.decryptor_verify_key())
 
-    def server(self, client_ids: Iterable[int], *, round_id: int = 0, dimension: int | None = None) -> Any:
-        """A server session; with an in-process decryptor (simulations) it is wired in."""
+    def server(self, client_ids: Iterable[int], *, round_id: int = 0, dimension: int | None = None,
+               round_key: bytes | None = None) -> Any:
+        """A server session; with an in-process decryptor (simulations) it is wired in. ``round_key``:
+        the decryptor's signed announcement of this round's key (``Decryptor.round_key(round_id)``,
+        fetched by the deployment; an in-process decryptor is asked directly)."""
         from he.server import CKKSServer
 
         link = None
         if self.key_holder == "decryptor":
             if self.decryptor is not None:
                 link = self.decryptor
-            elif self.public_key is None:
-                link = self._simulation_decryptor()
-        return CKKSServer(self, client_ids, round_id, decryptor=link)
+            elif self.public_key is None and self.decryptor_identity is None:
+                link = self._simulation_decryptor()  # a configured identity means a remote decryptor
+        return CKKSServer(self, client_ids, round_id, decryptor=link, round_key=round_key)
 
     def disclose(self, view: ServerView, threat: ThreatModel) -> Disclosure:
         from he.disclosure import disclose
@@ -234,7 +247,8 @@ class CKKS(Aggregator):
     # -- keys -----------------------------------------------------------------------------------
     def expected_key_id(self) -> bytes:
         """The key id the server announces (``NO_KEY_ID`` when it does not know it yet)."""
-        for holder in (self.shared_key, self.decryptor, self.public_key):
+        long_term = self.decryptor if self.decryptor is not None and not self.decryptor.per_round_keys else None
+        for holder in (self.shared_key, long_term, self.public_key):
             if holder is not None:
                 return holder.key_id
         return self.key_id if self.key_id is not None else NO_KEY_ID
@@ -250,15 +264,26 @@ class CKKS(Aggregator):
     def _simulation_decryptor(self) -> Decryptor | None:
         if self.decryptor is None and self.public_key is None:
             object.__setattr__(self, "decryptor", Decryptor(self.params, min_clients=self.min_clients,
-                                                            roster=self.decryptor_trust()))
+                                                            roster=self.decryptor_trust(), keep_last_for_audit=True))
         return self.decryptor
 
-    def _public_key(self) -> PublicKey:
+    def _public_key(self) -> PublicKey | None:
+        """A long-term public key the clients encrypt to (None: each round's key is announced)."""
         if self.public_key is not None:
             return self.public_key
+        if self.decryptor_identity is not None and self.decryptor is None:
+            return None  # a remote decryptor announces each round's key
         decryptor = self._simulation_decryptor()
         assert decryptor is not None
-        return decryptor.public_key
+        return None if decryptor.per_round_keys else decryptor.public_key
+
+    def decryptor_verify_key(self) -> Ed25519PublicKey | None:
+        """The decryptor identity a client checks round keys against (configured, or in-process)."""
+        if self.decryptor_identity is not None:
+            return Ed25519PublicKey.from_public_bytes(self.decryptor_identity)
+        if self.decryptor is not None:
+            return Ed25519PublicKey.from_public_bytes(self.decryptor.identity_public_bytes())
+        return None
 
     def __repr__(self) -> str:
         held = {"shared key": self.shared_key, "decryptor": self.decryptor, "public key": self.public_key}

@@ -48,6 +48,7 @@ from he.messages import (
 )
 from he.pool import PooledSum, ServerPool, resolve_processes
 from he.ring import Ring
+from he.round_keys import open_round_key
 from he.sums import CiphertextSum
 from privagg.errors import AggregationAborted, ConfigurationError, PrivaggError, ProtocolViolation
 from privagg.interface import ServerSession
@@ -66,7 +67,7 @@ class CKKSServer(ServerSession):
     mode = "ckks"
 
     def __init__(self, config: CKKS, client_ids: Iterable[int], round_id: int, *,
-                 decryptor: Decryptor | None = None) -> None:
+                 decryptor: Decryptor | None = None, round_key: bytes | None = None) -> None:
         super().__init__(client_ids, round_id)
         if DECRYPTOR_ID in self.client_ids:
             raise ConfigurationError(f"client id {DECRYPTOR_ID} is reserved for the decryptor")
@@ -92,6 +93,17 @@ class CKKSServer(ServerSession):
             config.identities.roster(self.client_ids)  # simulations: identities for this round's clients
         self._roster = config.trusted_roster()
         self._uploads: dict[int, bytes] = {}  # each signed upload as sent, forwarded to the key holder
+        self._announcement = b""  # the decryptor's signed key of this round, relayed to every client
+        if self.key_holder == "decryptor" and self._key_id == NO_KEY_ID:
+            if round_key is None and decryptor is not None and decryptor.per_round_keys:
+                round_key = decryptor.round_key(self.round_id)
+            if round_key is not None:
+                self._key_id = open_round_key(self._params, round_key, round_id=self.round_id,
+                                              decryptor_identity=None).key_id
+                self._announcement = bytes(round_key)
+            elif config.public_key is None:
+                raise ConfigurationError("a key_holder='decryptor' server needs the decryptor's round_key "
+                                         "(Decryptor.round_key(round_id)) or a configured public_key")
         if config.in_round_key_setup:
             self._enter(ADVERTISE, {cid: KeySetupRequest(self.round_id, SERVER_ID, cid, self._params.digest)
                                     for cid in self.client_ids})
@@ -102,7 +114,7 @@ class CKKSServer(ServerSession):
         digest = self._params.digest
         self._active = set(clients)
         self._enter(COLLECT, {cid: EncryptRequest(self.round_id, SERVER_ID, cid, digest, self._key_id,
-                                                  self._packages.get(cid, b""))
+                                                  self._packages.get(cid, self._announcement))
                               for cid in sorted(self._active)})
 
     @property

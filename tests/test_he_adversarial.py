@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("tenseal")
 
-from he import CKKS, DECRYPTOR_ID, CKKSParameters, Decryptor, SharedKey  # noqa: E402
+from he import CKKS, DECRYPTOR_ID, CKKSParameters, Decryptor, DecryptorKeys, SharedKey  # noqa: E402
 from he.config import COLLECT  # noqa: E402
 from he.messages import Ciphertexts, DecryptRequest, EncryptRequest  # noqa: E402
 from he.ring import Ring  # noqa: E402
@@ -174,7 +174,7 @@ def aggregate_of(agg, values_by_client, round_id=0):
 
 def test_the_decryptor_refuses_too_few_contributors_and_a_second_request():
     params = CKKSParameters.from_preset("lean", key_holder="decryptor")
-    decryptor = Decryptor(params, min_clients=3)
+    decryptor = Decryptor(params, DecryptorKeys.generate(params), min_clients=3)  # long-term keys
     agg = CKKS(key_holder="decryptor", decryptor=decryptor, min_clients=1)
     values = {1: np.full(8, 0.5), 2: np.full(8, 0.25), 3: np.full(8, -0.5)}
     blobs = aggregate_of(agg, values, round_id=7)
@@ -215,7 +215,7 @@ def test_a_forged_aggregate_is_not_released():
     """An aggregate that is not a sum of clipped updates (a client escaping its clip, or a
     server presenting something else) fails the key holder's bound check; nothing leaves."""
     params = CKKSParameters.from_preset("lean", key_holder="decryptor")
-    decryptor = Decryptor(params, min_clients=2)
+    decryptor = Decryptor(params, DecryptorKeys.generate(params), min_clients=2)  # long-term keys
     agg = CKKS(key_holder="decryptor", decryptor=decryptor)
     ring = Ring(params)
     (plaintext,) = ring.encode(np.full(16, 40.0))  # far beyond n * clip for 2 clients

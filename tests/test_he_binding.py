@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 pytest.importorskip("tenseal")
 
 from attacks.malicious.ckks_round import CKKSRound, honest_updates  # noqa: E402
-from he import CKKS, CKKSParameters, Decryptor, SharedKey  # noqa: E402
+from he import CKKS, CKKSParameters, Decryptor, DecryptorKeys, SharedKey  # noqa: E402
 from he.binding import sign_upload_payload  # noqa: E402
 from he.messages import Ciphertexts, DecryptRequest  # noqa: E402
 from privagg import ConfigurationError, ProtocolViolation, simulate  # noqa: E402
@@ -63,7 +63,11 @@ def test_the_server_refuses_an_upload_without_its_clients_signature(key_holder):
 
 @pytest.mark.parametrize("key_holder", ["clients", "decryptor"])
 def test_the_key_holder_refuses_every_request_but_the_signed_sum(key_holder):
-    config = CKKS(key_holder=key_holder, min_clients=2)
+    params = CKKSParameters.from_preset("lean", key_holder=key_holder)
+    identities = Identities()
+    decryptor = (Decryptor(params, DecryptorKeys.generate(params), roster=identities)  # long-term: probes reuse it
+                 if key_holder == "decryptor" else None)
+    config = CKKS(key_holder=key_holder, min_clients=2, decryptor=decryptor, identities=identities)
     rnd = CKKSRound(config, honest_updates(3, N, spread=0.5), round_id=4)
     req = rnd.request
     bad = {
@@ -152,3 +156,39 @@ def test_nothing_but_a_valid_aggregate_of_signed_uploads_is_ever_released(kinds,
         assert np.max(np.abs(reply.vector - sum(updates.values()))) < 1e-4
     else:
         assert reply is None and refusal is not None
+
+
+def test_each_round_gets_its_own_decryptor_key_and_the_secret_goes_with_its_release():
+    config = CKKS(key_holder="decryptor")
+    updates = honest_updates(3, 100, spread=0.5)
+    ids = set()
+    for round_id in (1, 2):
+        result = simulate(config, updates, round_id=round_id)
+        assert np.max(np.abs(result.aggregate - sum(updates.values()))) < 1e-4
+        ids.add(result.view.by_sender("collect_ciphertexts")[1].key_id)
+    assert len(ids) == 2
+    decryptor = config.decryptor
+    assert decryptor.per_round_keys and decryptor._round_keys == {}  # released: no secret left but the audit's
+    with pytest.raises(ProtocolViolation, match="already decrypted; its key is gone"):
+        decryptor.round_key(2)
+
+
+def test_a_client_refuses_a_round_key_the_decryptor_did_not_sign_for_its_round():
+    from he.messages import EncryptRequest
+    from he.round_keys import announce_round_key
+    from privagg.identity import SigningKey
+
+    params = CKKSParameters.from_preset("lean", key_holder="decryptor")
+    decryptor = Decryptor(params)
+    config = CKKS(key_holder="decryptor", decryptor_identity=decryptor.identity_public_bytes())
+    own = DecryptorKeys.generate(params)  # the server's own key pair, signed by the server's own identity
+    forged = announce_round_key(params, 3, own.public_key, SigningKey.generate())
+    for package, fragment in [(forged, "not signed by the configured decryptor"),
+                              (decryptor.round_key(2), "for round 2, not 3")]:
+        client = config.client(1, np.zeros(10), round_id=3)
+        with pytest.raises(ProtocolViolation, match=fragment):
+            client.respond(EncryptRequest(3, SERVER_ID, 1, params.digest, own.key_id, package).to_bytes())
+    client = config.client(1, np.zeros(10), round_id=3)
+    good = decryptor.round_key(3)
+    upload = client.respond(EncryptRequest(3, SERVER_ID, 1, params.digest, bytes(16), good).to_bytes())
+    assert upload.key_id != own.key_id

@@ -148,7 +148,8 @@ def test_objects_holding_a_secret_key_refuse_pickle_and_copy():
 def test_a_decryptor_mode_client_cannot_decrypt():
     from he.messages import DecryptRequest
 
-    agg = CKKS(key_holder="decryptor")
+    params = CKKSParameters.from_preset("lean", key_holder="decryptor")
+    agg = CKKS(key_holder="decryptor", decryptor=Decryptor(params, DecryptorKeys.generate(params)))
     client = agg.client(1, np.zeros(10))
     client.respond(EncryptRequest(0, SERVER_ID, 1, agg.params.digest, client.key_id, b""))
     request = DecryptRequest(0, SERVER_ID, 1, agg.params.digest, client.key_id, (1, 2), 10,
@@ -164,7 +165,7 @@ def test_no_secret_in_any_repr_log_exception_or_server_view(caplog):
     for name, agg in setups.items():
         updates = {i: np.random.default_rng(i).uniform(-1, 1, 500) for i in range(4)}
         result = simulate(agg, updates, dropouts={3: "collect_ciphertexts"}, round_id=6)
-        holder = agg.decryptor._keys if agg.key_holder == "decryptor" else agg.round_key(6)
+        holder = agg.decryptor.audit_keys(6) if agg.key_holder == "decryptor" else agg.round_key(6)
         words = secret_words(holder)
         export = holder.export_secret()
         texts = [repr(agg), repr(holder), repr(result), repr(result.view), caplog.text]

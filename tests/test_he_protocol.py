@@ -146,9 +146,16 @@ def test_the_decrypt_stage_asks_one_contributor_at_a_time():
 
 def test_the_decryptor_over_a_deployments_own_transport():
     params = CKKSParameters.from_preset("lean", key_holder="decryptor")
-    decryptor = Decryptor(params, min_clients=2)  # its own process, in a deployment
-    client_config = CKKS(key_holder="decryptor", public_key=decryptor.public_key)
-    server = client_config.server([5, 6, 7], round_id=9)  # public key only: no in-process decryptor
+    from privagg.identity import Identities
+
+    identities = Identities([5, 6, 7])  # provisioned: the roster on every party, a key on each client
+    decryptor = Decryptor(params, min_clients=2, roster=identities.roster())  # its own process, in a deployment
+    client_config = CKKS(key_holder="decryptor", decryptor_identity=decryptor.identity_public_bytes(),
+                         identities=identities)
+    with pytest.raises(ConfigurationError, match="round_key"):
+        client_config.server([5, 6, 7], round_id=9)
+    # The deployment fetches the round's signed key from the decryptor; no in-process decryptor.
+    server = client_config.server([5, 6, 7], round_id=9, round_key=decryptor.round_key(9))
     for cid, msg in server.messages_to_send().items():
         client = client_config.client(cid, np.full(100, 0.1 * cid), round_id=9)
         server.receive(cid, client.respond(msg.to_bytes()).to_bytes())
@@ -166,7 +173,7 @@ def test_the_decryptor_over_a_deployments_own_transport():
     assert np.allclose(result.aggregate, 1.8, atol=1e-5) and result.view.by_sender(DECRYPT)[DECRYPTOR_ID]
     assert decryptor.released_rounds == {9}
 
-    silent = client_config.server([5, 6], round_id=10)
+    silent = client_config.server([5, 6], round_id=10, round_key=decryptor.round_key(10))
     for cid, msg in silent.messages_to_send().items():
         silent.receive(cid, client_config.client(cid, np.zeros(3), round_id=10).respond(msg.to_bytes()))
     silent.deadline_passed()

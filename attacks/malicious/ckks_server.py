@@ -24,16 +24,27 @@ import numpy as np
 from attacks.malicious.ckks_crafting import decrypt_with_secret, key_query, recover_secret
 from attacks.malicious.ckks_round import CKKSRound, honest_updates, key_holder_of
 from attacks.malicious.outcome import MaliciousOutcome
-from he import CKKS
+from he import CKKS, CKKSParameters, Decryptor, DecryptorKeys
 from he.messages import DecryptRequest
 
-__all__ = ["server_key_recovery", "aggregate_substitution"]
+__all__ = ["server_key_recovery", "aggregate_substitution", "legacy_config"]
 
 Substitution = Literal["single", "invented_round", "appended"]
 
 
+def legacy_config(key_holder: str, **options: object) -> CKKS:
+    """The protocol as it was before issue 13: unsigned uploads and a long-term decryptor key."""
+    if key_holder == "decryptor":
+        params = CKKSParameters.from_preset(str(options.get("preset", "lean")), key_holder="decryptor")
+        options = {**options, "decryptor": Decryptor(params, DecryptorKeys.generate(params),
+                                                     min_clients=int(options.get("min_clients", 2)))}
+    return CKKS(key_holder=key_holder, authenticated=False, **options)  # type: ignore[arg-type]
+
+
 def _security(config: CKKS) -> str:
-    return f"ckks/{config.key_holder}/" + ("signed uploads" if config.authenticated else "unauthenticated")
+    keys = ("per-round keys" if config.decryptor is None or config.decryptor.per_round_keys
+            else "long-term key") if config.key_holder == "decryptor" else "shared key"
+    return f"ckks/{config.key_holder}/{keys}/" + ("signed uploads" if config.authenticated else "unsigned")
 
 
 def _outcome(attack: str, config: CKKS, rnd: CKKSRound, targets: tuple[int, ...], refusal: str | None,
