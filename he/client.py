@@ -42,7 +42,7 @@ from he.messages import (
 from he.binding import sign_upload_payload, verified_sum
 from he.release import release_sum
 from he.round_keys import open_round_key
-from he.transcript import ciphertexts_digest
+from he.transcript import advert_payload, ciphertexts_digest, deal_context
 from he.ring import Ring, seal
 from privagg.encoding import as_float_vector, flatten
 from privagg.errors import ConfigurationError, InvalidUpdate, MalformedMessage, ProtocolViolation
@@ -128,7 +128,9 @@ class CKKSClient(ClientSession):
             raise ProtocolViolation(f"client {self.client_id} already advertised a key in round {self.round_id}")
         self._agreement = X25519PrivateKey.generate()
         raw = self._agreement.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return KeyAdvertisement(self.round_id, self.client_id, SERVER_ID, raw)
+        signature = b"" if self._signing_key is None else self._signing_key.sign(
+            advert_payload(self._config.params.digest, self.round_id, self.client_id, raw))
+        return KeyAdvertisement(self.round_id, self.client_id, SERVER_ID, raw, signature)
 
     def _deal(self, request: DealRequest) -> DealtKeys:
         self._in_round_setup("to deal a key")
@@ -137,12 +139,23 @@ class CKKSClient(ClientSession):
                                     f"after advertise_keys)")
         if self.client_id in request.peers:
             raise ProtocolViolation(f"client {self.client_id} is asked to wrap the key to itself")
+        digest = self._config.params.digest
+        roster = self._config.trusted_roster()
+        if roster is not None:  # wrap only to keys their roster owners signed for this round
+            for cid, entry in request.peers.items():
+                if len(entry) != 96 or not roster.verify(cid, entry[32:], advert_payload(digest, self.round_id, cid,
+                                                                                         entry[:32])):
+                    raise ProtocolViolation(f"peer {cid}'s X25519 key is not signed by its roster identity for round "
+                                            f"{self.round_id}; client {self.client_id} refuses to deal")
         try:
-            peers = {cid: X25519PublicKey.from_public_bytes(raw) for cid, raw in request.peers.items()}
+            peers = {cid: X25519PublicKey.from_public_bytes(entry[:32]) for cid, entry in request.peers.items()}
         except ValueError as exc:
             raise MalformedMessage(f"a peer's X25519 key is invalid: {exc}") from None
         key = SharedKey.generate(self._config.params)
-        packages = {cid: wrap_shared_key(key, public) for cid, public in peers.items()}
+        packages = {cid: wrap_shared_key(key, public, self._signing_key, sender_id=self.client_id,
+                                         context=deal_context(digest, self.round_id, cid),
+                                         authenticated=self._signing_key is not None)
+                    for cid, public in peers.items()}
         self._shared_key = key
         self._config._remember_round_key(self.round_id, key)
         return DealtKeys(self.round_id, self.client_id, SERVER_ID, key.key_id, packages)
@@ -165,7 +178,10 @@ class CKKSClient(ClientSession):
         self._in_round_setup("a key package")
         if self._agreement is None or self._shared_key is not None:
             raise ProtocolViolation(f"client {self.client_id} did not ask for a key package in this round")
-        key = unwrap_shared_key(self._config.params, request.key_package, self._agreement)
+        key = unwrap_shared_key(self._config.params, request.key_package, self._agreement,
+                                roster=self._config.trusted_roster(), dealer=self._config.dealer,
+                                context=deal_context(self._config.params.digest, self.round_id, self.client_id),
+                                authenticated=self._config.authenticated)
         if key.key_id != request.key_id:
             raise ProtocolViolation(f"the key package holds key {key.key_id.hex()}, the request names "
                                     f"{request.key_id.hex()}")

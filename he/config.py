@@ -88,6 +88,8 @@ class CKKS(Aggregator):
         (:mod:`he.binding`).
     decryptor_identity: the decryptor's Ed25519 public key (32 bytes; ``Decryptor.identity_public_bytes()``),
         which signs each round's public key (``"decryptor"`` clients of a deployment; see :mod:`he.round_keys`).
+    dealer: the roster id of the agreed dealer of the in-round key setup; a client then refuses a
+        key package from anyone else (without it, any roster member's signed package is accepted).
     authenticated: ``False`` turns the signatures off (no roster needed): the key holder then
         decrypts the server's aggregate on its word, which is safe against an honest-but-curious
         server only (a deviating server recovers the key with one crafted ciphertext).
@@ -112,6 +114,7 @@ class CKKS(Aggregator):
     identities: Identities | None = None
     authenticated: bool = True
     decryptor_identity: bytes | None = None
+    dealer: int | None = None
     params: CKKSParameters = field(init=False, repr=False, compare=False)
     _round_keys: dict[int, SharedKey] = field(init=False, repr=False, compare=False, default_factory=dict)
 

@@ -110,18 +110,21 @@ class KeySetupRequest(Message):
 @message_type(0x0206, "he.key_advertisement")
 @dataclass(frozen=True, eq=False)
 class KeyAdvertisement(Message):
-    """Client -> server: a fresh X25519 public key, for the dealer to wrap the shared key to."""
+    """Client -> server: a fresh X25519 public key, for the dealer to wrap the shared key to, and
+    the client's signature of it for this round (:func:`he.transcript.advert_payload`)."""
 
     public_key: bytes = wire(_X25519)
+    signature: bytes = wire(Bytes(64))
 
 
 @message_type(0x0207, "he.deal_request")
 @dataclass(frozen=True, eq=False)
 class DealRequest(Message):
-    """Server -> the dealing client: make the round's shared key and wrap it to these peers."""
+    """Server -> the dealing client: make the round's shared key and wrap it to these peers (each
+    value: the peer's 32-byte X25519 key, then its 64-byte advertisement signature if signed)."""
 
     params_digest: bytes = wire(_DIGEST)
-    peers: dict[int, bytes] = wire(BytesMap(max_entries=_MAX_CLIENTS, max_value_len=32))
+    peers: dict[int, bytes] = wire(BytesMap(max_entries=_MAX_CLIENTS, max_value_len=96))
 
 
 @message_type(0x0208, "he.dealt_keys")

@@ -49,6 +49,7 @@ from he.messages import (
 from he.pool import PooledSum, ServerPool, resolve_processes
 from he.ring import Ring
 from he.round_keys import open_round_key
+from he.transcript import advert_payload
 from he.sums import CiphertextSum
 from privagg.errors import AggregationAborted, ConfigurationError, PrivaggError, ProtocolViolation
 from privagg.interface import ServerSession
@@ -141,7 +142,10 @@ class CKKSServer(ServerSession):
         if isinstance(message, Ciphertexts):
             self._accept_upload(client_id, message)
         elif isinstance(message, KeyAdvertisement):
-            pass  # 32 bytes, checked by the codec; the dealer checks it is a valid X25519 key
+            # 32 bytes, checked by the codec; the dealer checks it is a valid X25519 key and signed
+            if self._roster is not None and not self._roster.verify(client_id, message.signature, advert_payload(
+                    self._params.digest, self.round_id, client_id, message.public_key)):
+                raise ProtocolViolation(f"client {client_id}'s X25519 key is not signed by its roster identity")
         elif isinstance(message, DealtKeys):
             expected = set(self._advertised) - {client_id}
             if set(message.packages) != expected:
@@ -198,8 +202,8 @@ class CKKSServer(ServerSession):
         if len(answers) < self._config.min_clients:
             raise AggregationAborted(f"only {len(answers)} of {len(self.client_ids)} clients advertised a key; "
                                      f"at least {self._config.min_clients} needed", answers.keys())
-        self._advertised = {cid: msg.public_key for cid, msg in sorted(answers.items())
-                            if isinstance(msg, KeyAdvertisement)}
+        self._advertised = {cid: msg.public_key + msg.signature for cid, msg in sorted(answers.items())
+                            if isinstance(msg, KeyAdvertisement)}  # the dealer checks each signature
         self._candidates = sorted(self._advertised)
         self._ask_next_dealer()
 

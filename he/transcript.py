@@ -8,6 +8,9 @@
   roster identity when it uploads: the session, its id, its vector length and the SHA-256 of
   every ciphertext it sent (length-prefixed, in order). The key holder releases only the sum of
   uploads whose signatures verify on the session it is in (:mod:`he.binding`).
+* ``advert_payload`` / ``deal_context``: the in-round key setup. Each client signs its fresh
+  X25519 key for this round; the dealer wraps only to signed keys of roster members and signs
+  each package over the round and its recipient (:mod:`he.distribution`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 
 from privagg.transcript import Transcript
 
-__all__ = ["LABEL", "session_digest", "ciphertexts_digest", "upload_payload"]
+__all__ = ["LABEL", "session_digest", "ciphertexts_digest", "upload_payload", "advert_payload", "deal_context"]
 
 LABEL = b"privagg/he/v1"
 _LEN = struct.Struct("<Q")
@@ -40,3 +43,15 @@ def ciphertexts_digest(blobs: Sequence[bytes]) -> bytes:
 def upload_payload(session: bytes, client_id: int, n_values: int, blobs: Sequence[bytes]) -> bytes:
     return (Transcript(LABEL + b"/upload").bytes("session", session).int("client", client_id)
             .int("n_values", n_values).bytes("ciphertexts", ciphertexts_digest(blobs)).digest())
+
+
+def advert_payload(params_digest: bytes, round_id: int, client_id: int, x25519_public: bytes) -> bytes:
+    """What a client signs when it advertises its fresh X25519 key (in-round key setup)."""
+    return (Transcript(LABEL + b"/advert").bytes("params", params_digest).int("round", round_id)
+            .int("client", client_id).bytes("x25519", x25519_public).digest())
+
+
+def deal_context(params_digest: bytes, round_id: int, recipient: int) -> bytes:
+    """The context a dealt key package is signed over: this round, this recipient."""
+    return (Transcript(LABEL + b"/deal").bytes("params", params_digest).int("round", round_id)
+            .int("recipient", recipient).digest())

@@ -74,3 +74,21 @@ def test_a_lone_client_of_a_shared_key_needs_no_attack():
 
     outcome = lone_client_key_recovery(CKKS())
     assert outcome.completed and "holds the shared key" in outcome.summary
+
+
+@pytest.mark.parametrize("attack", ["phantom_peer", "server_dealt_key"])
+def test_key_dealing_substitution_gives_an_unsigned_round_key_to_the_server(attack):
+    from attacks.malicious import ckks_dealing
+
+    outcome = getattr(ckks_dealing, attack)(CKKS(authenticated=False))
+    assert outcome.completed and outcome.update_error < 1e-9  # every upload, with the key it obtained
+
+
+@pytest.mark.parametrize("attack, fragment", [("phantom_peer", "not signed by its roster identity"),
+                                              ("server_dealt_key", "no valid signature of client")])
+def test_authenticated_dealing_refuses_key_substitution(attack, fragment):
+    from attacks.malicious import ckks_dealing
+
+    outcome = getattr(ckks_dealing, attack)(CKKS())
+    assert outcome.detected and not outcome.completed and outcome.update_error is None
+    assert all(fragment in refusal for refusal in outcome.refusals.values())
