@@ -18,9 +18,11 @@ Not provisioned: the round starts with an in-round setup the server relays but c
 lowest-id client that advertised, the *dealer*, generates the round's key and wraps it to every
 other client's X25519 key; if it is silent the next one deals). That is what lets a
 zero-configuration federation (``privagg simulate``, the Flower integration) run without any
-party but the clients ever holding the key; it trusts the server to relay the X25519 keys
-faithfully (honest-but-curious), where provisioned keys do not. In simulations the keys dealt
-are kept on the configuration, so :meth:`CKKS.disclose` can decrypt what colluding clients could.
+party but the clients ever holding the key. Each advertisement is signed with the client's
+roster identity and each package by the dealer (:mod:`he.distribution`), so a relaying server
+can neither add a phantom peer nor deal a key of its own (``dealer=`` pins the agreed dealer).
+In simulations the key of the last round dealt is kept on the configuration (only that one),
+so :meth:`CKKS.disclose` can decrypt what colluding clients could.
 
 Uploads are signed (the default, ``authenticated=True``): each client signs its ciphertexts on
 the session (:mod:`he.transcript`) with its :class:`~privagg.identity.Roster` identity, the
@@ -257,7 +259,9 @@ class CKKS(Aggregator):
         return self.key_id if self.key_id is not None else NO_KEY_ID
 
     def _remember_round_key(self, round_id: int, key: SharedKey) -> None:
-        """A dealer made in-process keeps the key it dealt here (see the module docstring)."""
+        """A dealer made in-process keeps the key it dealt here, for :meth:`disclose` of that
+        round in simulations: the last round's key only, never every key it ever dealt."""
+        self._round_keys.clear()
         self._round_keys[round_id] = key
 
     def round_key(self, round_id: int) -> SharedKey | None:

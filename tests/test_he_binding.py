@@ -192,3 +192,12 @@ def test_a_client_refuses_a_round_key_the_decryptor_did_not_sign_for_its_round()
     good = decryptor.round_key(3)
     upload = client.respond(EncryptRequest(3, SERVER_ID, 1, params.digest, bytes(16), good).to_bytes())
     assert upload.key_id != own.key_id
+
+
+def test_an_in_process_dealer_keeps_only_the_last_round_key():
+    config = CKKS()
+    updates = honest_updates(3, 50, spread=0.5)
+    for round_id in (1, 2, 3):
+        simulate(config, updates, round_id=round_id)
+    assert config.round_key(3) is not None and config.round_key(1) is None and config.round_key(2) is None
+    assert len(config._round_keys) == 1
