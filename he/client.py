@@ -7,6 +7,12 @@ slot into as few ciphertexts as it needs. With ``key_holder="clients"`` each cip
 it, so a ciphertext is one polynomial of ``N`` words for ``N`` values, about 8 bytes a value.
 With ``"decryptor"`` it is a public-key encryption (two polynomials, about 16 bytes a value).
 
+Every upload is signed with the client's roster identity over the session of *its own* round
+(:mod:`he.transcript`); a client asked to decrypt checks that its own upload is in the request
+exactly as it sent it and releases only the sum it recomputed from the signed uploads
+(:mod:`he.binding`). A ``"decryptor"`` client takes the round's public key only from an
+announcement the configured decryptor signed for its round (:mod:`he.round_keys`).
+
 Without a provisioned key, a ``"clients"`` round starts with the in-round key setup
 (:mod:`he.config`): the client answers ``advertise_keys`` with a fresh X25519 key, the dealer
 answers ``deal_key`` with the new key wrapped to every peer, and each client unwraps its

@@ -6,10 +6,14 @@ Stages:
    ``advertise_keys`` (every client sends a fresh X25519 public key; the round continues with
    those that did) and ``deal_key`` (the lowest-id advertiser wraps a new key to each other
    advertiser; the next one is asked if it is silent). The packages are opaque to the server,
-   which hands each client its own in the ``collect_ciphertexts`` request.
-1. ``collect_ciphertexts``: every client gets an :class:`~he.messages.EncryptRequest` and
-   answers with its ciphertexts. Each upload is checked (count, parameters, scale, key id,
-   length) and added all or nothing, so a bad upload leaves the running sums untouched;
+   which hands each client its own in the ``collect_ciphertexts`` request. Advertisements carry
+   their client's signature (checked here against the roster, and again by the dealer).
+1. ``collect_ciphertexts``: every client gets an :class:`~he.messages.EncryptRequest` (with
+   ``key_holder="decryptor"``: carrying the decryptor's signed key of this round,
+   :mod:`he.round_keys`) and answers with its ciphertexts and its signature of them. Each
+   upload is checked (signature against the roster, count, parameters, scale, key id, length),
+   kept as sent (the key holder recomputes the sum from them, :mod:`he.binding`) and added all
+   or nothing, so a bad upload leaves the running sums untouched;
    whoever has not answered when the deadline passes has dropped out. The round
    sums whoever sent ciphertexts, and aborts below ``min_clients``.
 2. ``decrypt``: the aggregate goes to a key holder with the list of contributors.

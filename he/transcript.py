@@ -3,7 +3,11 @@
 * ``session_digest(params, round, key holder, key id)``: the round as a client agreed to it.
   The round id comes from the client's own session (the federation's orchestrator), never from
   the server's request, and the key id is fresh wherever the key is (a key dealt in the round,
-  a decryptor's per-round key), so it doubles as the session nonce no server chooses.
+  a decryptor's per-round key), so it doubles as the session nonce no server chooses. With a
+  provisioned shared key it is fixed: round ids must then not repeat under that key (the
+  orchestrator's counter), or a server could put a client's upload of an earlier session of
+  the same round id in the sum in place of its new one (that client's older update, nothing
+  more: every client holds that key anyway).
 * ``upload_payload(session, client, n_values, ciphertexts)``: what a client signs with its
   roster identity when it uploads: the session, its id, its vector length and the SHA-256 of
   every ciphertext it sent (length-prefixed, in order). The key holder releases only the sum of
