@@ -201,3 +201,10 @@ def test_an_in_process_dealer_keeps_only_the_last_round_key():
         simulate(config, updates, round_id=round_id)
     assert config.round_key(3) is not None and config.round_key(1) is None and config.round_key(2) is None
     assert len(config._round_keys) == 1
+
+
+@pytest.mark.parametrize("key_holder", ["clients", "decryptor"])
+def test_a_pooled_servers_aggregate_matches_the_key_holders_recomputation_byte_for_byte(key_holder):
+    updates = honest_updates(3, 3 * N + 17, spread=0.5)
+    result = simulate(CKKS(key_holder=key_holder, server_processes=2), updates)
+    assert np.max(np.abs(result.aggregate - sum(updates.values()))) < 1e-4
