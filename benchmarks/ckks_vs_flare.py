@@ -195,11 +195,14 @@ def signed_upload_report(ours: dict[str, dict[str, Any]], params: int) -> dict[s
         out[holder] = {
             **signing_costs(int(signed["bytes_per_client"]), params),
             "signature_bytes_per_upload": signed["bytes_per_client"] - unsigned["bytes_per_client"],
-            "bytes_per_value_signed": signed["bytes_per_value"], "bytes_per_value_unsigned": unsigned["bytes_per_value"],
+            "bytes_per_value_signed": signed["bytes_per_value"],
+            "bytes_per_value_unsigned": unsigned["bytes_per_value"],
             "bytes_to_key_holder_signed": signed["bytes_to_key_holder"],
             "bytes_to_key_holder_unsigned": unsigned["bytes_to_key_holder"],
-            "key_holder_seconds_signed": signed["decrypt_seconds"], "key_holder_seconds_unsigned": unsigned["decrypt_seconds"],
-            "server_seconds_signed": signed["aggregate_seconds"], "server_seconds_unsigned": unsigned["aggregate_seconds"],
+            "key_holder_seconds_signed": signed["decrypt_seconds"],
+            "key_holder_seconds_unsigned": unsigned["decrypt_seconds"],
+            "server_seconds_signed": signed["aggregate_seconds"],
+            "server_seconds_unsigned": unsigned["aggregate_seconds"],
             "round_key_seconds": signed["round_key_seconds"],
             "round_key_bytes_per_client": signed["round_key_bytes_per_client"],
         }

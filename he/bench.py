@@ -265,5 +265,6 @@ def flood_margin(preset: str = "lean", key_holder: str = "clients", *, clients: 
         "flood_bits": params.flood_bits_resolved, "estimated_error_std": estimate,
         "measured_error_std": measured_std, "measured_error_max": measured_max, "flood_std": flood,
         "estimate_over_measured": estimate / measured_std,
-        "margin_bits_over_std": math.log2(flood / measured_std), "margin_bits_over_max": math.log2(flood / measured_max),
+        "margin_bits_over_std": math.log2(flood / measured_std),
+        "margin_bits_over_max": math.log2(flood / measured_max),
     }

@@ -115,7 +115,8 @@ def unwrap_shared_key(params: CKKSParameters, package: bytes, recipient: X25519P
             raise MalformedMessage("truncated shared-key package")
         sender = int(_SENDER.unpack_from(package, _HEAD.size)[0])
         if dealer is not None and sender != dealer:
-            raise ProtocolViolation(f"the shared-key package comes from client {sender}, not the agreed dealer {dealer}")
+            raise ProtocolViolation(f"the shared-key package comes from client {sender}, not the agreed "
+                                    f"dealer {dealer}")
         end = len(package) - SIGNATURE_BYTES
         body = bytes(package[:end])
         if not roster.verify(sender, bytes(package[end:]), _signed_payload(body, recipient_raw, context)):

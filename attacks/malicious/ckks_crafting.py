@@ -59,7 +59,8 @@ def ciphertext_from_words(ring: Ring, words: npt.NDArray[np.uint64], *, ntt: boo
         raise ValueError(f"a two-polynomial ciphertext has {2 * levels * n} words, got {words.size}")
     nested = _seal_blob(struct.pack("<Q", words.size) + words.tobytes())
     body = (struct.pack("<4Q", *ring.parms_id) + (b"\x01" if ntt else b"\x00")
-            + struct.pack("<QQQd", 2, n, levels, ring.scale if scale is None else scale) + struct.pack("<Q", 1) + nested)
+            + struct.pack("<QQQd", 2, n, levels, ring.scale if scale is None else scale)
+            + struct.pack("<Q", 1) + nested)
     fd, path = tempfile.mkstemp(prefix="privagg-attack-")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -43,7 +43,8 @@ def _security(config: CKKS) -> str:
     return "ckks/clients/in-round key/" + ("signed dealing" if config.authenticated else "unsigned dealing")
 
 
-def _read_uploads(config: CKKS, key: SharedKey, uploads: dict[int, Ciphertexts], updates: dict[int, np.ndarray]) -> float:
+def _read_uploads(config: CKKS, key: SharedKey, uploads: dict[int, Ciphertexts],
+                  updates: dict[int, np.ndarray]) -> float:
     ring = Ring(config.params)
     worst = 0.0
     for cid, msg in uploads.items():
