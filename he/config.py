@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -90,6 +91,9 @@ class CKKS(Aggregator):
         (:mod:`he.binding`).
     decryptor_identity: the decryptor's Ed25519 public key (32 bytes; ``Decryptor.identity_public_bytes()``),
         which signs each round's public key (``"decryptor"`` clients of a deployment; see :mod:`he.round_keys`).
+    identity_dir: a directory written by :meth:`privagg.identity.Identities.save` (``roster.json``,
+        ``client-<id>.key``): the roster is read from it and each client's signing key too, when
+        the client's own file is there (a path option, for registries and run configurations).
     dealer: the roster id of the agreed dealer of the in-round key setup; a client then refuses a
         key package from anyone else (without it, any roster member's signed package is accepted).
     authenticated: ``False`` turns the signatures off (no roster needed): the key holder then
@@ -117,6 +121,7 @@ class CKKS(Aggregator):
     authenticated: bool = True
     decryptor_identity: bytes | None = None
     dealer: int | None = None
+    identity_dir: str | None = None
     params: CKKSParameters = field(init=False, repr=False, compare=False)
     _round_keys: dict[int, SharedKey] = field(init=False, repr=False, compare=False, default_factory=dict)
 
@@ -144,6 +149,10 @@ class CKKS(Aggregator):
             raise ConfigurationError("roster must be a privagg.identity.Roster")
         if self.identities is not None and not isinstance(self.identities, Identities):
             raise ConfigurationError("identities must be privagg.identity.Identities")
+        if self.identity_dir is not None:
+            if self.roster is not None or self.identities is not None:
+                raise ConfigurationError("identity_dir gives the roster: do not also pass roster or identities")
+            object.__setattr__(self, "roster", Roster.load(Path(self.identity_dir) / "roster.json"))
         if self.authenticated and self.roster is None and self.identities is None:
             object.__setattr__(self, "identities", Identities())
         if self.key_id is not None and (not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_BYTES):
@@ -172,6 +181,11 @@ class CKKS(Aggregator):
         if self.public_key is not None and (not isinstance(self.public_key, PublicKey)
                                             or not self.public_key.compatible_with(self.params)):
             raise ConfigurationError("public_key must be a PublicKey made for this ring")
+        if isinstance(self.decryptor_identity, str):  # hex, as a run configuration passes it
+            try:
+                object.__setattr__(self, "decryptor_identity", bytes.fromhex(self.decryptor_identity))
+            except ValueError:
+                raise ConfigurationError("decryptor_identity must be 32 bytes or their hex") from None
         if self.decryptor_identity is not None and (not isinstance(self.decryptor_identity, bytes)
                                                     or len(self.decryptor_identity) != 32):
             raise ConfigurationError("decryptor_identity must be the decryptor's 32-byte Ed25519 public key")
@@ -214,6 +228,9 @@ class CKKS(Aggregator):
         if key is not None:
             return key
         if self.identities is None:
+            own = Path(self.identity_dir) / f"client-{cid}.key" if self.identity_dir is not None else None
+            if own is not None and own.exists():
+                return SigningKey.load(own)
             raise ConfigurationError(f"client {cid} needs its signing_key (the roster is configured)")
         return self.identities.signing_key(cid)
 

@@ -208,3 +208,20 @@ def test_a_pooled_servers_aggregate_matches_the_key_holders_recomputation_byte_f
     updates = honest_updates(3, 3 * N + 17, spread=0.5)
     result = simulate(CKKS(key_holder=key_holder, server_processes=2), updates)
     assert np.max(np.abs(result.aggregate - sum(updates.values()))) < 1e-4
+
+
+def test_parties_built_from_an_identity_directory_run_a_signed_round(tmp_path):
+    """What a deployment (or a run configuration) passes: a path, not objects."""
+    from he.modes import make_ckks
+
+    updates = honest_updates(3, 500, spread=0.5)
+    Identities(updates).save(tmp_path)
+    server = make_ckks(identity_dir=str(tmp_path)).server(sorted(updates), round_id=3)
+    clients = {cid: make_ckks(identity_dir=str(tmp_path)).client(cid, x, round_id=3) for cid, x in updates.items()}
+    while not server.finished:
+        for cid, msg in server.messages_to_send().items():
+            server.receive(cid, clients[cid].respond(msg.to_bytes()).to_bytes())
+        server.deadline_passed()
+    assert np.max(np.abs(server.result().aggregate - sum(updates.values()))) < 1e-4
+    with pytest.raises(ConfigurationError, match="signing_key"):
+        make_ckks(identity_dir=str(tmp_path)).client(99, np.zeros(3))
