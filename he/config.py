@@ -189,6 +189,11 @@ class CKKS(Aggregator):
         if self.decryptor_identity is not None and (not isinstance(self.decryptor_identity, bytes)
                                                     or len(self.decryptor_identity) != 32):
             raise ConfigurationError("decryptor_identity must be the decryptor's 32-byte Ed25519 public key")
+        if self.decryptor_identity is not None:
+            try:
+                Ed25519PublicKey.from_public_bytes(self.decryptor_identity)
+            except ValueError:
+                raise ConfigurationError("decryptor_identity is not an Ed25519 public key") from None
         long_term = self.decryptor if self.decryptor is not None and not self.decryptor.per_round_keys else None
         ids = {k.key_id for k in (long_term, self.public_key) if k is not None}
         if self.key_id is not None:
