@@ -23,10 +23,11 @@ phantom contributors (no roster identity, no signature). What it cannot stop is 
 that signs a crafted upload of its own: ``Enc(0) + (0, K)`` is a validly signed upload, and
 the sum it enters decrypts to the honest sum plus ``K * s``. No practical defence exists here:
 a release rule cannot tell ``K * s`` from honest values once ``K`` keeps it inside ``n * clip``
-(hiding it needs flooding as large as the values themselves), and zero-knowledge proofs that
-each upload is a well-formed RLWE encryption (lattice proofs of short openings) cost seconds
-and tens of kilobytes per ciphertext in optimized C, far beyond an update of thousands of
-ciphertexts in Python. So with ``key_holder="clients"`` a malicious client learns nothing it
+(hiding it needs flooding of the order of the values themselves), and zero-knowledge proofs
+that each upload is a well-formed RLWE encryption (lattice proofs of short openings) are, in
+the literature, tens of kilobytes and far more compute per ciphertext than the encryption, with
+no Python implementation to build on (an estimate, not measured here), against updates of
+thousands of ciphertexts. So with ``key_holder="clients"`` a malicious client learns nothing it
 did not hold (every client has the key), and a :class:`~he.decryptor.Decryptor` uses a fresh
 key pair for every round, so an extracted key opens that round only (:mod:`he.decryptor`).
 
