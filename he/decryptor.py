@@ -45,6 +45,8 @@ __all__ = ["Decryptor", "DECRYPTOR_ID"]
 
 #: The wire id of the decryptor party (never a client id).
 DECRYPTOR_ID = MAX_ID - 1
+#: Rounds whose key pair a decryptor holds at once (asked for, not yet decrypted).
+MAX_OPEN_ROUNDS = 64
 
 
 class Decryptor(SecretHolder):
@@ -110,6 +112,9 @@ class Decryptor(SecretHolder):
         if round_id in self._released:
             raise ProtocolViolation(f"round {round_id} was already decrypted; its key is gone")
         if round_id not in self._round_keys:
+            if len(self._round_keys) >= MAX_OPEN_ROUNDS:  # each open round holds a secret key in memory
+                raise ProtocolViolation(f"{len(self._round_keys)} rounds are open (not yet decrypted); "
+                                        f"at most {MAX_OPEN_ROUNDS}")
             keys = self._keys if self._keys is not None else DecryptorKeys.generate(self.params)
             self._round_keys[round_id] = (keys, announce_round_key(self.params, round_id, keys.public_key,
                                                                    self._identity))

@@ -225,3 +225,14 @@ def test_parties_built_from_an_identity_directory_run_a_signed_round(tmp_path):
     assert np.max(np.abs(server.result().aggregate - sum(updates.values()))) < 1e-4
     with pytest.raises(ConfigurationError, match="signing_key"):
         make_ckks(identity_dir=str(tmp_path)).client(99, np.zeros(3))
+
+
+def test_a_server_cannot_make_the_decryptor_hold_unboundedly_many_round_keys():
+    from he.decryptor import MAX_OPEN_ROUNDS
+
+    decryptor = Decryptor(CKKSParameters.from_preset("lean", key_holder="decryptor"))
+    for round_id in range(MAX_OPEN_ROUNDS):
+        decryptor.round_key(round_id)
+    assert decryptor.round_key(3) == decryptor.round_key(3)  # the same announcement again
+    with pytest.raises(ProtocolViolation, match="rounds are open"):
+        decryptor.round_key(10**6)
