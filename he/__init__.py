@@ -2,8 +2,10 @@
 
 The server adds ciphertexts it cannot decrypt. ``key_holder="clients"``: the clients share a
 secret key and upload seeded symmetric ciphertexts (about 8 bytes a value); ``"decryptor"``: a
-separate decryptor party holds the key and clients encrypt to its public key. Either way the
-key holder decrypts only the sum, once a round, and noise-floods what it releases (IND-CPA-D).
+separate decryptor party holds the key (a fresh key pair per round) and clients encrypt to its
+public key. Either way every upload is signed with the client's roster identity, the key holder
+releases only the sum it recomputed from signed uploads of its own session, once a round
+(:mod:`he.binding`), and noise-floods what it releases (IND-CPA-D).
 Registered as mode ``ckks``; see ``he.config.CKKS``.
 """
 

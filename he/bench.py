@@ -15,6 +15,7 @@ once per session, as a deployment would), so the in-round key setup is not timed
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,6 +26,7 @@ import numpy as np
 from he.config import COLLECT
 from he.decryptor import Decryptor
 from he.keys import SharedKey
+from he.params import CKKSParameters
 from he.modes import OPTIONS, make_ckks
 from he.pool import ServerPool, resolve_processes
 from he.server import CKKSServer
@@ -103,7 +105,7 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
     if config.in_round_key_setup:  # keys are set up once per session, not timed with the round
         config = replace(config, shared_key=SharedKey.generate(config.params))
     if config.key_holder == "decryptor":
-        decryptor = Decryptor(config.params, min_clients=config.min_clients)
+        decryptor = Decryptor(config.params, min_clients=config.min_clients, roster=config.decryptor_trust())
         config = replace(config, decryptor=decryptor)
     processes = resolve_processes(config.server_processes)
     pool = None
@@ -117,8 +119,13 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
     client_clock = Clock()
     ids = list(range(clients))
     round_id = 1
+    round_key, round_key_seconds = None, 0.0
+    if decryptor is not None:  # the decryptor's key pair of the round, fetched by the deployment
+        t0 = time.perf_counter()
+        round_key = decryptor.round_key(round_id)
+        round_key_seconds = time.perf_counter() - t0
     with server_clock:
-        server = CKKSServer(config, ids, round_id)  # no in-process link: the decryptor is driven below
+        server = CKKSServer(config, ids, round_id, round_key=round_key)  # no in-process link: driven below
 
     encrypt_seconds: list[float] = []
     encrypt_cpu: list[float] = []
@@ -200,6 +207,9 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
         "round_latency_cpu_seconds": per_client_cpu + server_clock.cpu + client_clock.cpu,
         "bytes_per_client": float(np.mean(upload_sizes)),
         "bytes_per_value": float(np.mean(upload_sizes)) / params,
+        "authenticated": config.authenticated,
+        "round_key_bytes_per_client": len(round_key) if round_key is not None else 0,
+        "round_key_seconds": round_key_seconds,
         "bytes_to_key_holder": len(request_bytes),
         "bytes_from_key_holder": len(reply),
         "max_abs_error": max_abs,
@@ -207,4 +217,54 @@ def run_bench(*, clients: int, params: int, dropout: float, **options: Any) -> d
         "release_noise_std": result.info["release_noise_std"],
         "included_ids": included,
         "aggregate": result.aggregate,
+    }
+
+
+def flood_margin(preset: str = "lean", key_holder: str = "clients", *, clients: int = 10, n_values: int = 8192,
+                 seed: int = 0) -> dict[str, Any]:
+    """The flooding's margin, measured: the raw decryption error of an honest sum of ``clients``
+    fresh encryptions (std and max over the values) against the estimate the flood is sized from
+    (:meth:`~he.params.CKKSParameters.natural_error_std`) and the flood's own std.
+
+    The flood is sized to that *estimate* of an honest sum's error (fresh, independent
+    encryption errors), not to a worst-case bound of the released computation (Li, Micciancio,
+    Schultz and Sorrell 2022); this reports how far the flood sits above what was measured.
+    """
+    from he.keys import DecryptorKeys
+    from he.release import decrypt_values
+    from he.ring import Ring, seal
+    from he.sums import CiphertextSum
+
+    params = CKKSParameters.from_preset(preset, key_holder=key_holder)
+    ring = Ring(params)
+    rng = np.random.default_rng(seed)
+    updates = rng.uniform(-params.clip, params.clip, size=(clients, n_values))
+    total = CiphertextSum(ring, seeded=key_holder == "clients")
+    if key_holder == "clients":
+        key: Any = SharedKey.generate(params)
+        encryptor = key.encryptor()
+        for x in updates:
+            total.add([ring.dump(encryptor.encrypt_symmetric(pt)) for pt in ring.encode(x)], "client")
+    else:
+        key = DecryptorKeys.generate(params)
+        encryptor = key.public_key.encryptor()
+        for x in updates:
+            blobs = []
+            for pt in ring.encode(x):
+                ct = seal.Ciphertext()
+                encryptor.encrypt(pt, ct)
+                blobs.append(ring.dump(ct))
+            total.add(blobs, "client")
+    raw = decrypt_values(ring, key.decryptor(), total.ciphertexts())[:n_values]
+    error = raw - updates.sum(axis=0)
+    estimate = params.natural_error_std(clients)
+    flood = params.release_noise_std(clients)
+    measured_std, measured_max = float(np.std(error)), float(np.max(np.abs(error)))
+    return {
+        "preset": preset, "key_holder": key_holder, "clients": clients, "values": n_values,
+        "flood_bits": params.flood_bits_resolved, "estimated_error_std": estimate,
+        "measured_error_std": measured_std, "measured_error_max": measured_max, "flood_std": flood,
+        "estimate_over_measured": estimate / measured_std,
+        "margin_bits_over_std": math.log2(flood / measured_std),
+        "margin_bits_over_max": math.log2(flood / measured_max),
     }

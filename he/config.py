@@ -18,9 +18,18 @@ Not provisioned: the round starts with an in-round setup the server relays but c
 lowest-id client that advertised, the *dealer*, generates the round's key and wraps it to every
 other client's X25519 key; if it is silent the next one deals). That is what lets a
 zero-configuration federation (``privagg simulate``, the Flower integration) run without any
-party but the clients ever holding the key; it trusts the server to relay the X25519 keys
-faithfully (honest-but-curious), where provisioned keys do not. In simulations the keys dealt
-are kept on the configuration, so :meth:`CKKS.disclose` can decrypt what colluding clients could.
+party but the clients ever holding the key. Each advertisement is signed with the client's
+roster identity and each package by the dealer (:mod:`he.distribution`), so a relaying server
+can neither add a phantom peer nor deal a key of its own (``dealer=`` pins the agreed dealer).
+In simulations the key of the last round dealt is kept on the configuration (only that one),
+so :meth:`CKKS.disclose` can decrypt what colluding clients could.
+
+Uploads are signed (the default, ``authenticated=True``): each client signs its ciphertexts on
+the session (:mod:`he.transcript`) with its :class:`~privagg.identity.Roster` identity, the
+server refuses an upload without its client's signature, and the key holder releases only the
+sum it recomputed from at least ``min_clients`` signed uploads (:mod:`he.binding`). Every
+party of a deployment is given the same ``roster`` and each client its ``signing_key``
+(:meth:`privagg.identity.Identities.save` writes the files); simulations generate them.
 
 ``key_holder="decryptor"``: a configuration with neither ``decryptor=`` nor ``public_key=``
 creates an in-process decryptor when a client or the server is first made, for simulations
@@ -34,7 +43,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from he.decryptor import Decryptor
 from he.keys import KEY_ID_BYTES, PublicKey, SharedKey
@@ -42,6 +54,7 @@ from he.messages import NO_KEY_ID
 from he.params import KEY_HOLDERS, CKKSParameters, KeyHolder
 from he.pool import resolve_processes
 from privagg.errors import ConfigurationError
+from privagg.identity import Identities, Roster, SigningKey, as_signing_key
 from privagg.interface import Aggregator, ServerView
 from privagg.threats import Disclosure, ThreatModel
 
@@ -71,6 +84,21 @@ class CKKS(Aggregator):
     keep_ciphertexts: keep each upload in the server view (auditing) or only its size.
     server_processes: processes the server adds uploads with (1: this one; ``k``: this one and
         ``k - 1`` workers holding slices of the sums, :mod:`he.pool`; ``"auto"``: one per CPU).
+    roster / identities: the clients' Ed25519 public keys (:class:`~privagg.identity.Roster`,
+        configured on every party) or, for simulations, :class:`~privagg.identity.Identities`
+        generated on demand (the default when neither is given). Every upload is signed on the
+        session and the key holder releases only the sum it recomputed from signed uploads
+        (:mod:`he.binding`).
+    decryptor_identity: the decryptor's Ed25519 public key (32 bytes; ``Decryptor.identity_public_bytes()``),
+        which signs each round's public key (``"decryptor"`` clients of a deployment; see :mod:`he.round_keys`).
+    identity_dir: a directory written by :meth:`privagg.identity.Identities.save` (``roster.json``,
+        ``client-<id>.key``): the roster is read from it and each client's signing key too, when
+        the client's own file is there (a path option, for registries and run configurations).
+    dealer: the roster id of the agreed dealer of the in-round key setup; a client then refuses a
+        key package from anyone else (without it, any roster member's signed package is accepted).
+    authenticated: ``False`` turns the signatures off (no roster needed): the key holder then
+        decrypts the server's aggregate on its word, which is safe against an honest-but-curious
+        server only (a deviating server recovers the key with one crafted ciphertext).
     """
 
     preset: str = "lean"
@@ -88,6 +116,12 @@ class CKKS(Aggregator):
     key_id: bytes | None = None
     keep_ciphertexts: bool = True
     server_processes: int | str = 1
+    roster: Roster | None = None
+    identities: Identities | None = None
+    authenticated: bool = True
+    decryptor_identity: bytes | None = None
+    dealer: int | None = None
+    identity_dir: str | None = None
     params: CKKSParameters = field(init=False, repr=False, compare=False)
     _round_keys: dict[int, SharedKey] = field(init=False, repr=False, compare=False, default_factory=dict)
 
@@ -109,6 +143,18 @@ class CKKS(Aggregator):
         if not isinstance(self.keep_ciphertexts, bool):
             raise ConfigurationError(f"keep_ciphertexts must be a bool, got {self.keep_ciphertexts!r}")
         resolve_processes(self.server_processes)  # refuses a bad value by name
+        if not isinstance(self.authenticated, bool):
+            raise ConfigurationError(f"authenticated must be a bool, got {self.authenticated!r}")
+        if self.roster is not None and not isinstance(self.roster, Roster):
+            raise ConfigurationError("roster must be a privagg.identity.Roster")
+        if self.identities is not None and not isinstance(self.identities, Identities):
+            raise ConfigurationError("identities must be privagg.identity.Identities")
+        if self.identity_dir is not None:
+            if self.roster is not None or self.identities is not None:
+                raise ConfigurationError("identity_dir gives the roster: do not also pass roster or identities")
+            object.__setattr__(self, "roster", Roster.load(Path(self.identity_dir) / "roster.json"))
+        if self.authenticated and self.roster is None and self.identities is None:
+            object.__setattr__(self, "identities", Identities())
         if self.key_id is not None and (not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_BYTES):
             raise ConfigurationError(f"key_id must be {KEY_ID_BYTES} bytes")
         if self.key_holder == "clients":
@@ -135,7 +181,21 @@ class CKKS(Aggregator):
         if self.public_key is not None and (not isinstance(self.public_key, PublicKey)
                                             or not self.public_key.compatible_with(self.params)):
             raise ConfigurationError("public_key must be a PublicKey made for this ring")
-        ids = {k.key_id for k in (self.decryptor, self.public_key) if k is not None}
+        if isinstance(self.decryptor_identity, str):  # hex, as a run configuration passes it
+            try:
+                object.__setattr__(self, "decryptor_identity", bytes.fromhex(self.decryptor_identity))
+            except ValueError:
+                raise ConfigurationError("decryptor_identity must be 32 bytes or their hex") from None
+        if self.decryptor_identity is not None and (not isinstance(self.decryptor_identity, bytes)
+                                                    or len(self.decryptor_identity) != 32):
+            raise ConfigurationError("decryptor_identity must be the decryptor's 32-byte Ed25519 public key")
+        if self.decryptor_identity is not None:
+            try:
+                Ed25519PublicKey.from_public_bytes(self.decryptor_identity)
+            except ValueError:
+                raise ConfigurationError("decryptor_identity is not an Ed25519 public key") from None
+        long_term = self.decryptor if self.decryptor is not None and not self.decryptor.per_round_keys else None
+        ids = {k.key_id for k in (long_term, self.public_key) if k is not None}
         if self.key_id is not None:
             ids.add(self.key_id)
         if len(ids) > 1:
@@ -151,25 +211,60 @@ class CKKS(Aggregator):
     def stages(self) -> tuple[str, ...]:
         return SETUP_STAGES if self.in_round_key_setup else STAGES
 
-    def client(self, client_id: int, update: Any, *, round_id: int = 0, seed: int | None = None) -> Any:
-        """A client session; ``seed`` is unused (CKKS has no non-secret randomness to fix)."""
+    def trusted_roster(self) -> Roster | None:
+        """The identities this configuration trusts (None when unauthenticated)."""
+        if not self.authenticated:
+            return None
+        if self.roster is not None:
+            return self.roster
+        assert self.identities is not None
+        return self.identities.known()
+
+    def decryptor_trust(self) -> Roster | Identities | None:
+        """What an in-process :class:`Decryptor` of this configuration verifies uploads against."""
+        if not self.authenticated:
+            return None
+        return self.roster if self.roster is not None else self.identities
+
+    def _signing_key(self, cid: int, given: SigningKey | Any | None) -> SigningKey | None:
+        if not self.authenticated:
+            return None
+        key = as_signing_key(given)
+        if key is not None:
+            return key
+        if self.identities is None:
+            own = Path(self.identity_dir) / f"client-{cid}.key" if self.identity_dir is not None else None
+            if own is not None and own.exists():
+                return SigningKey.load(own)
+            raise ConfigurationError(f"client {cid} needs its signing_key (the roster is configured)")
+        return self.identities.signing_key(cid)
+
+    def client(self, client_id: int, update: Any, *, round_id: int = 0, seed: int | None = None,
+               signing_key: SigningKey | Any | None = None) -> Any:
+        """A client session; ``signing_key``: the client's Ed25519 identity (else from
+        ``identities``); ``seed`` is unused (CKKS has no non-secret randomness to fix)."""
         from he.client import CKKSClient
 
+        key = self._signing_key(client_id, signing_key)
         if self.key_holder == "clients":
-            return CKKSClient(self, client_id, update, round_id, shared_key=self.shared_key)
-        return CKKSClient(self, client_id, update, round_id, public_key=self._public_key())
+            return CKKSClient(self, client_id, update, round_id, shared_key=self.shared_key, signing_key=key)
+        return CKKSClient(self, client_id, update, round_id, public_key=self._public_key(), signing_key=key,
+                          decryptor_identity=self.decryptor_verify_key())
 
-    def server(self, client_ids: Iterable[int], *, round_id: int = 0, dimension: int | None = None) -> Any:
-        """A server session; with an in-process decryptor (simulations) it is wired in."""
+    def server(self, client_ids: Iterable[int], *, round_id: int = 0, dimension: int | None = None,
+               round_key: bytes | None = None) -> Any:
+        """A server session; with an in-process decryptor (simulations) it is wired in. ``round_key``:
+        the decryptor's signed announcement of this round's key (``Decryptor.round_key(round_id)``,
+        fetched by the deployment; an in-process decryptor is asked directly)."""
         from he.server import CKKSServer
 
         link = None
         if self.key_holder == "decryptor":
             if self.decryptor is not None:
                 link = self.decryptor
-            elif self.public_key is None:
-                link = self._simulation_decryptor()
-        return CKKSServer(self, client_ids, round_id, decryptor=link)
+            elif self.public_key is None and self.decryptor_identity is None:
+                link = self._simulation_decryptor()  # a configured identity means a remote decryptor
+        return CKKSServer(self, client_ids, round_id, decryptor=link, round_key=round_key)
 
     def disclose(self, view: ServerView, threat: ThreatModel) -> Disclosure:
         from he.disclosure import disclose
@@ -179,13 +274,16 @@ class CKKS(Aggregator):
     # -- keys -----------------------------------------------------------------------------------
     def expected_key_id(self) -> bytes:
         """The key id the server announces (``NO_KEY_ID`` when it does not know it yet)."""
-        for holder in (self.shared_key, self.decryptor, self.public_key):
+        long_term = self.decryptor if self.decryptor is not None and not self.decryptor.per_round_keys else None
+        for holder in (self.shared_key, long_term, self.public_key):
             if holder is not None:
                 return holder.key_id
         return self.key_id if self.key_id is not None else NO_KEY_ID
 
     def _remember_round_key(self, round_id: int, key: SharedKey) -> None:
-        """A dealer made in-process keeps the key it dealt here (see the module docstring)."""
+        """A dealer made in-process keeps the key it dealt here, for :meth:`disclose` of that
+        round in simulations: the last round's key only, never every key it ever dealt."""
+        self._round_keys.clear()
         self._round_keys[round_id] = key
 
     def round_key(self, round_id: int) -> SharedKey | None:
@@ -194,15 +292,27 @@ class CKKS(Aggregator):
 
     def _simulation_decryptor(self) -> Decryptor | None:
         if self.decryptor is None and self.public_key is None:
-            object.__setattr__(self, "decryptor", Decryptor(self.params, min_clients=self.min_clients))
+            object.__setattr__(self, "decryptor", Decryptor(self.params, min_clients=self.min_clients,
+                                                            roster=self.decryptor_trust(), keep_last_for_audit=True))
         return self.decryptor
 
-    def _public_key(self) -> PublicKey:
+    def _public_key(self) -> PublicKey | None:
+        """A long-term public key the clients encrypt to (None: each round's key is announced)."""
         if self.public_key is not None:
             return self.public_key
+        if self.decryptor_identity is not None and self.decryptor is None:
+            return None  # a remote decryptor announces each round's key
         decryptor = self._simulation_decryptor()
         assert decryptor is not None
-        return decryptor.public_key
+        return None if decryptor.per_round_keys else decryptor.public_key
+
+    def decryptor_verify_key(self) -> Ed25519PublicKey | None:
+        """The decryptor identity a client checks round keys against (configured, or in-process)."""
+        if self.decryptor_identity is not None:
+            return Ed25519PublicKey.from_public_bytes(self.decryptor_identity)
+        if self.decryptor is not None:
+            return Ed25519PublicKey.from_public_bytes(self.decryptor.identity_public_bytes())
+        return None
 
     def __repr__(self) -> str:
         held = {"shared key": self.shared_key, "decryptor": self.decryptor, "public key": self.public_key}

@@ -69,7 +69,8 @@ def disclose(config: CKKS, view: ServerView, threat: ThreatModel) -> Disclosure:
     if config.key_holder == "decryptor" and DECRYPTOR_ID in threat.colluders:
         dec = config.decryptor
         # The colluding decryptor's own key; the audit is the only reader of it outside the decryptor.
-        return _everything(config, view, threat, released, dec._decryptor if dec is not None else None, kept,
+        keys = dec.audit_keys(view.round_id) if dec is not None else None
+        return _everything(config, view, threat, released, keys.decryptor() if keys is not None else None, kept,
                            "every individual update: the colluding decryptor's key decrypts every upload")
     if not client_colluders:
         return Disclosure(threat, {}, (released,),

@@ -16,7 +16,7 @@ import numpy as np
 
 from he.keys import KEY_ID_BYTES
 from privagg.errors import ProtocolViolation
-from privagg.messages import F64, U64, Bytes, BytesMap, IdList, Message, Vector, message_type, wire
+from privagg.messages import F64, MAX_MESSAGE_BYTES, U64, Bytes, BytesMap, IdList, Message, Vector, message_type, wire
 
 __all__ = ["KeySetupRequest", "KeyAdvertisement", "DealRequest", "DealtKeys", "EncryptRequest", "Ciphertexts",
            "DecryptRequest", "DecryptedAggregate", "ciphertext_blobs", "as_ciphertext_map", "DIGEST_BYTES",
@@ -63,23 +63,30 @@ class EncryptRequest(Message):
 @message_type(0x0202, "he.ciphertexts")
 @dataclass(frozen=True, eq=False)
 class Ciphertexts(Message):
-    """Client -> server: the update, ``n_values`` reals packed into CKKS ciphertexts."""
+    """Client -> server: the update, ``n_values`` reals packed into CKKS ciphertexts, and the
+    client's Ed25519 signature of them on the session (:func:`he.transcript.upload_payload`;
+    empty only in an unauthenticated configuration)."""
 
     key_id: bytes = wire(_KEY_ID)
     n_values: int = wire(U64())
     ciphertexts: dict[int, bytes] = wire(_CIPHERTEXTS)
+    signature: bytes = wire(Bytes(64))
 
 
 @message_type(0x0203, "he.decrypt_request")
 @dataclass(frozen=True, eq=False)
 class DecryptRequest(Message):
-    """Server -> key holder: the aggregate ciphertexts of ``contributors``, to decrypt once."""
+    """Server -> key holder: the aggregate ciphertexts of ``contributors``, to decrypt once, and
+    each contributor's signed upload as it sent it (:class:`Ciphertexts` bytes; empty only in
+    an unauthenticated configuration), from which the key holder recomputes the sum
+    (:mod:`he.binding`)."""
 
     params_digest: bytes = wire(_DIGEST)
     key_id: bytes = wire(_KEY_ID)
     contributors: tuple[int, ...] = wire(IdList(_MAX_CLIENTS))
     n_values: int = wire(U64())
     ciphertexts: dict[int, bytes] = wire(_CIPHERTEXTS)
+    uploads: dict[int, bytes] = wire(BytesMap(max_entries=_MAX_CLIENTS, max_value_len=MAX_MESSAGE_BYTES))
 
 
 @message_type(0x0204, "he.decrypted_aggregate")
@@ -103,18 +110,21 @@ class KeySetupRequest(Message):
 @message_type(0x0206, "he.key_advertisement")
 @dataclass(frozen=True, eq=False)
 class KeyAdvertisement(Message):
-    """Client -> server: a fresh X25519 public key, for the dealer to wrap the shared key to."""
+    """Client -> server: a fresh X25519 public key, for the dealer to wrap the shared key to, and
+    the client's signature of it for this round (:func:`he.transcript.advert_payload`)."""
 
     public_key: bytes = wire(_X25519)
+    signature: bytes = wire(Bytes(64))
 
 
 @message_type(0x0207, "he.deal_request")
 @dataclass(frozen=True, eq=False)
 class DealRequest(Message):
-    """Server -> the dealing client: make the round's shared key and wrap it to these peers."""
+    """Server -> the dealing client: make the round's shared key and wrap it to these peers (each
+    value: the peer's 32-byte X25519 key, then its 64-byte advertisement signature if signed)."""
 
     params_digest: bytes = wire(_DIGEST)
-    peers: dict[int, bytes] = wire(BytesMap(max_entries=_MAX_CLIENTS, max_value_len=32))
+    peers: dict[int, bytes] = wire(BytesMap(max_entries=_MAX_CLIENTS, max_value_len=96))
 
 
 @message_type(0x0208, "he.dealt_keys")

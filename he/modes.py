@@ -11,7 +11,9 @@ __all__ = ["make_ckks", "OPTIONS"]
 
 #: The options ``make_ckks`` (and so ``privagg simulate -o KEY=VALUE``) accepts.
 OPTIONS = frozenset({"preset", "key_holder", "clip", "max_clients", "min_clients", "scale_bits", "flood_bits",
-                     "poly_modulus_degree", "coeff_modulus_bits", "keep_ciphertexts", "server_processes"})
+                     "poly_modulus_degree", "coeff_modulus_bits", "keep_ciphertexts", "server_processes",
+                     "roster", "identities", "authenticated", "identity_dir", "dealer",
+                     "decryptor_identity"})
 
 
 def make_ckks(**options: Any) -> CKKS:

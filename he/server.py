@@ -6,10 +6,14 @@ Stages:
    ``advertise_keys`` (every client sends a fresh X25519 public key; the round continues with
    those that did) and ``deal_key`` (the lowest-id advertiser wraps a new key to each other
    advertiser; the next one is asked if it is silent). The packages are opaque to the server,
-   which hands each client its own in the ``collect_ciphertexts`` request.
-1. ``collect_ciphertexts``: every client gets an :class:`~he.messages.EncryptRequest` and
-   answers with its ciphertexts. Each upload is checked (count, parameters, scale, key id,
-   length) and added all or nothing, so a bad upload leaves the running sums untouched;
+   which hands each client its own in the ``collect_ciphertexts`` request. Advertisements carry
+   their client's signature (checked here against the roster, and again by the dealer).
+1. ``collect_ciphertexts``: every client gets an :class:`~he.messages.EncryptRequest` (with
+   ``key_holder="decryptor"``: carrying the decryptor's signed key of this round,
+   :mod:`he.round_keys`) and answers with its ciphertexts and its signature of them. Each
+   upload is checked (signature against the roster, count, parameters, scale, key id, length),
+   kept as sent (the key holder recomputes the sum from them, :mod:`he.binding`) and added all
+   or nothing, so a bad upload leaves the running sums untouched;
    whoever has not answered when the deadline passes has dropped out. The round
    sums whoever sent ciphertexts, and aborts below ``min_clients``.
 2. ``decrypt``: the aggregate goes to a key holder with the list of contributors.
@@ -31,6 +35,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from he.config import ADVERTISE, COLLECT, DEAL, DECRYPT
+from he.binding import sign_upload_payload
 from he.decryptor import DECRYPTOR_ID, Decryptor
 from he.messages import (
     NO_KEY_ID,
@@ -47,6 +52,8 @@ from he.messages import (
 )
 from he.pool import PooledSum, ServerPool, resolve_processes
 from he.ring import Ring
+from he.round_keys import open_round_key
+from he.transcript import advert_payload
 from he.sums import CiphertextSum
 from privagg.errors import AggregationAborted, ConfigurationError, PrivaggError, ProtocolViolation
 from privagg.interface import ServerSession
@@ -65,7 +72,7 @@ class CKKSServer(ServerSession):
     mode = "ckks"
 
     def __init__(self, config: CKKS, client_ids: Iterable[int], round_id: int, *,
-                 decryptor: Decryptor | None = None) -> None:
+                 decryptor: Decryptor | None = None, round_key: bytes | None = None) -> None:
         super().__init__(client_ids, round_id)
         if DECRYPTOR_ID in self.client_ids:
             raise ConfigurationError(f"client id {DECRYPTOR_ID} is reserved for the decryptor")
@@ -87,6 +94,21 @@ class CKKSServer(ServerSession):
         self._decryptor_traffic: tuple[int, int] | None = None
         self._advertised: dict[int, bytes] = {}
         self._packages: dict[int, bytes] = {}
+        if config.authenticated and config.roster is None and config.identities is not None:
+            config.identities.roster(self.client_ids)  # simulations: identities for this round's clients
+        self._roster = config.trusted_roster()
+        self._uploads: dict[int, bytes] = {}  # each signed upload as sent, forwarded to the key holder
+        self._announcement = b""  # the decryptor's signed key of this round, relayed to every client
+        if self.key_holder == "decryptor" and self._key_id == NO_KEY_ID:
+            if round_key is None and decryptor is not None and decryptor.per_round_keys:
+                round_key = decryptor.round_key(self.round_id)
+            if round_key is not None:
+                self._key_id = open_round_key(self._params, round_key, round_id=self.round_id,
+                                              decryptor_identity=None).key_id
+                self._announcement = bytes(round_key)
+            elif config.public_key is None:
+                raise ConfigurationError("a key_holder='decryptor' server needs the decryptor's round_key "
+                                         "(Decryptor.round_key(round_id)) or a configured public_key")
         if config.in_round_key_setup:
             self._enter(ADVERTISE, {cid: KeySetupRequest(self.round_id, SERVER_ID, cid, self._params.digest)
                                     for cid in self.client_ids})
@@ -97,7 +119,7 @@ class CKKSServer(ServerSession):
         digest = self._params.digest
         self._active = set(clients)
         self._enter(COLLECT, {cid: EncryptRequest(self.round_id, SERVER_ID, cid, digest, self._key_id,
-                                                  self._packages.get(cid, b""))
+                                                  self._packages.get(cid, self._announcement))
                               for cid in sorted(self._active)})
 
     @property
@@ -124,7 +146,10 @@ class CKKSServer(ServerSession):
         if isinstance(message, Ciphertexts):
             self._accept_upload(client_id, message)
         elif isinstance(message, KeyAdvertisement):
-            pass  # 32 bytes, checked by the codec; the dealer checks it is a valid X25519 key
+            # 32 bytes, checked by the codec; the dealer checks it is a valid X25519 key and signed
+            if self._roster is not None and not self._roster.verify(client_id, message.signature, advert_payload(
+                    self._params.digest, self.round_id, client_id, message.public_key)):
+                raise ProtocolViolation(f"client {client_id}'s X25519 key is not signed by its roster identity")
         elif isinstance(message, DealtKeys):
             expected = set(self._advertised) - {client_id}
             if set(message.packages) != expected:
@@ -145,6 +170,11 @@ class CKKSServer(ServerSession):
         if self._key_id != NO_KEY_ID and message.key_id != self._key_id:
             raise ProtocolViolation(f"client {client_id} encrypted under key {message.key_id.hex()}, "
                                     f"the round uses {self._key_id.hex()}")
+        if self._roster is not None and not self._roster.verify(client_id, message.signature, sign_upload_payload(
+                self._params.digest, self.round_id, self.key_holder, message.key_id, client_id, message.n_values,
+                blobs)):
+            raise ProtocolViolation(f"client {client_id}'s upload carries no valid signature of its roster identity "
+                                    f"on round {self.round_id}")
         if self._sums is None:
             seeded = self.key_holder == "clients"
             self._sums = (ServerPool.shared(self._processes).new_sum(self._ring, seeded=seeded)
@@ -155,6 +185,8 @@ class CKKSServer(ServerSession):
             self._key_id = message.key_id
         self._n_values = message.n_values
         self.upload_bytes[client_id] = sum(len(b) for b in blobs)
+        if self._roster is not None:
+            self._uploads[client_id] = message.to_bytes()
 
     # -- decrypt ---------------------------------------------------------------------------------
     def _advance(self, answers: dict[int, Message]) -> None:
@@ -174,8 +206,8 @@ class CKKSServer(ServerSession):
         if len(answers) < self._config.min_clients:
             raise AggregationAborted(f"only {len(answers)} of {len(self.client_ids)} clients advertised a key; "
                                      f"at least {self._config.min_clients} needed", answers.keys())
-        self._advertised = {cid: msg.public_key for cid, msg in sorted(answers.items())
-                            if isinstance(msg, KeyAdvertisement)}
+        self._advertised = {cid: msg.public_key + msg.signature for cid, msg in sorted(answers.items())
+                            if isinstance(msg, KeyAdvertisement)}  # the dealer checks each signature
         self._candidates = sorted(self._advertised)
         self._ask_next_dealer()
 
@@ -212,8 +244,10 @@ class CKKSServer(ServerSession):
         blobs = as_ciphertext_map(self._sums.dump())
         self._sums = None
         recipient = DECRYPTOR_ID if self.key_holder == "decryptor" else contributors[0]
+        uploads = {cid: self._uploads[cid] for cid in contributors if cid in self._uploads}
+        self._uploads = {}
         self._request = DecryptRequest(self.round_id, SERVER_ID, recipient, self._params.digest, self._key_id,
-                                       contributors, self._n_values, blobs)
+                                       contributors, self._n_values, blobs, uploads)
         if self.key_holder == "clients":
             self._candidates = list(contributors)
             self._ask_next_client()
@@ -229,7 +263,8 @@ class CKKSServer(ServerSession):
         cid = self._candidates.pop(0)
         assert self._request is not None
         request = DecryptRequest(self.round_id, SERVER_ID, cid, self._request.params_digest, self._request.key_id,
-                                 self._request.contributors, self._request.n_values, self._request.ciphertexts)
+                                 self._request.contributors, self._request.n_values, self._request.ciphertexts,
+                                 self._request.uploads)
         self._active = {cid}  # the others are done, not dropped
         self._enter(DECRYPT, {cid: request})
 

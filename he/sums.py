@@ -68,6 +68,12 @@ class CiphertextSum:
         for i, blob in enumerate(blobs):  # these loaded once already: they load again
             self.ring.evaluator.sub_inplace(self._total[i], self._load(blob, i, who, into=self._scratch))
 
+    def ciphertexts(self) -> list[Any]:
+        """The sum's SEAL ciphertexts themselves (the key holder decrypts its own sum, he.binding)."""
+        if self._total is None:
+            raise ValueError("no upload has been added")
+        return self._total
+
     def dump(self) -> list[bytes]:
         """The sum's ciphertexts, serialized (full two-polynomial ciphertexts)."""
         if self._total is None:

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("tenseal")
 
-from he import CKKS, DECRYPTOR_ID, CKKSParameters, Decryptor, SharedKey  # noqa: E402
+from he import CKKS, DECRYPTOR_ID, CKKSParameters, Decryptor, DecryptorKeys, SharedKey  # noqa: E402
 from he.config import COLLECT  # noqa: E402
 from he.messages import Ciphertexts, DecryptRequest, EncryptRequest  # noqa: E402
 from he.ring import Ring  # noqa: E402
@@ -43,7 +43,10 @@ def first_blob_offset(message_bytes: bytes) -> int:
 
 @pytest.fixture(scope="module")
 def lean():
-    return CKKS(shared_key=SharedKey.generate(CKKSParameters.from_preset("lean")), min_clients=1)
+    """Unauthenticated: these tests reach the layers beneath the signatures (SEAL loading, the
+    bound check, rollback); tests/test_he_binding.py attacks the signed rounds."""
+    return CKKS(shared_key=SharedKey.generate(CKKSParameters.from_preset("lean")), min_clients=1,
+                authenticated=False)
 
 
 def upload(agg, cid, values, round_id=0):
@@ -88,19 +91,19 @@ def test_well_formed_uploads_the_round_cannot_use_are_refused(lean):
     foreign = upload(other_params, 1, np.zeros(5000))
     with pytest.raises(MalformedMessage, match="does not load|exceeds"):
         twice = {0: foreign.ciphertexts[0], 1: foreign.ciphertexts[0]}
-        server.receive(1, Ciphertexts(0, 1, SERVER_ID, good.key_id, 5000, twice).to_bytes())
+        server.receive(1, Ciphertexts(0, 1, SERVER_ID, good.key_id, 5000, twice, b"").to_bytes())
     rescaled = CKKS(shared_key=lean.shared_key, scale_bits=40, min_clients=1)
     odd_scale = upload(rescaled, 1, np.zeros(5000))
     with pytest.raises(ProtocolViolation, match="scale 2\\^40.000, the round uses 2\\^48"):
-        server.receive(1, Ciphertexts(0, 1, SERVER_ID, good.key_id, 5000, odd_scale.ciphertexts).to_bytes())
+        server.receive(1, Ciphertexts(0, 1, SERVER_ID, good.key_id, 5000, odd_scale.ciphertexts, b"").to_bytes())
     with pytest.raises(ProtocolViolation, match="sent 1 ciphertexts .*expected positions 0..1"):
-        server.receive(1, Ciphertexts(0, 1, SERVER_ID, good.key_id, 5000, {0: good.ciphertexts[0]}).to_bytes())
+        server.receive(1, Ciphertexts(0, 1, SERVER_ID, good.key_id, 5000, {0: good.ciphertexts[0]}, b"").to_bytes())
     with pytest.raises(ProtocolViolation, match="expected positions 0..1"):
         server.receive(1, Ciphertexts(0, 1, SERVER_ID, good.key_id, 5000,
-                                      {0: good.ciphertexts[0], 7: good.ciphertexts[1]}).to_bytes())
+                                      {0: good.ciphertexts[0], 7: good.ciphertexts[1]}, b"").to_bytes())
     server.receive(1, good.to_bytes())
     with pytest.raises(ProtocolViolation, match="sent 4096 values, the others 5000"):
-        server.receive(2, Ciphertexts(0, 2, SERVER_ID, good.key_id, 4096, {0: good.ciphertexts[0]}).to_bytes())
+        server.receive(2, Ciphertexts(0, 2, SERVER_ID, good.key_id, 4096, {0: good.ciphertexts[0]}, b"").to_bytes())
     with pytest.raises(ProtocolViolation, match="encrypted under key"):
         other_key = CKKS(shared_key=SharedKey.generate(lean.params))
         server.receive(2, upload(other_key, 2, np.zeros(5000)).to_bytes())
@@ -118,7 +121,8 @@ def test_random_corruption_never_crashes_the_process():
         from privagg import MalformedMessage, ProtocolViolation
         from privagg.messages import SERVER_ID
         from he import SharedKey, CKKSParameters
-        agg = CKKS(min_clients=1, shared_key=SharedKey.generate(CKKSParameters.from_preset("lean")))
+        agg = CKKS(min_clients=1, shared_key=SharedKey.generate(CKKSParameters.from_preset("lean")),
+                   authenticated=False)  # the SEAL layer; signed uploads refuse any flipped bit
         client = agg.client(1, np.random.default_rng(0).uniform(-1, 1, 5000))
         good = client.respond(EncryptRequest(0, SERVER_ID, 1, agg.params.digest, client.key_id, b"")).to_bytes()
         rng = np.random.default_rng(7)
@@ -154,7 +158,8 @@ def test_random_corruption_never_crashes_the_process():
 
 def decrypt_request(agg, contributors, blobs, n_values, round_id=0, recipient=DECRYPTOR_ID):
     return DecryptRequest(round_id, SERVER_ID, recipient, agg.params.digest, agg.expected_key_id(),
-                          tuple(contributors), n_values, dict(enumerate(blobs)) if isinstance(blobs, list) else blobs)
+                          tuple(contributors), n_values, dict(enumerate(blobs)) if isinstance(blobs, list) else blobs,
+                          {})
 
 
 def aggregate_of(agg, values_by_client, round_id=0):
@@ -169,7 +174,7 @@ def aggregate_of(agg, values_by_client, round_id=0):
 
 def test_the_decryptor_refuses_too_few_contributors_and_a_second_request():
     params = CKKSParameters.from_preset("lean", key_holder="decryptor")
-    decryptor = Decryptor(params, min_clients=3)
+    decryptor = Decryptor(params, DecryptorKeys.generate(params), min_clients=3)  # long-term keys
     agg = CKKS(key_holder="decryptor", decryptor=decryptor, min_clients=1)
     values = {1: np.full(8, 0.5), 2: np.full(8, 0.25), 3: np.full(8, -0.5)}
     blobs = aggregate_of(agg, values, round_id=7)
@@ -210,7 +215,7 @@ def test_a_forged_aggregate_is_not_released():
     """An aggregate that is not a sum of clipped updates (a client escaping its clip, or a
     server presenting something else) fails the key holder's bound check; nothing leaves."""
     params = CKKSParameters.from_preset("lean", key_holder="decryptor")
-    decryptor = Decryptor(params, min_clients=2)
+    decryptor = Decryptor(params, DecryptorKeys.generate(params), min_clients=2)  # long-term keys
     agg = CKKS(key_holder="decryptor", decryptor=decryptor)
     ring = Ring(params)
     (plaintext,) = ring.encode(np.full(16, 40.0))  # far beyond n * clip for 2 clients
@@ -258,7 +263,7 @@ def test_an_upload_refused_halfway_is_rolled_back_bit_for_bit(lean):
     x1, x2 = np.full(5000, 0.5), np.full(5000, -0.25)
     up1, up2 = upload(lean, 1, x1), upload(lean, 2, x2)
     rescaled = upload(CKKS(shared_key=lean.shared_key, scale_bits=40, min_clients=1), 2, x2)
-    mixed = Ciphertexts(0, 2, SERVER_ID, up2.key_id, 5000, {0: up2.ciphertexts[0], 1: rescaled.ciphertexts[1]})
+    mixed = Ciphertexts(0, 2, SERVER_ID, up2.key_id, 5000, {0: up2.ciphertexts[0], 1: rescaled.ciphertexts[1]}, b"")
     aggregates = []
     for attempt_mixed_first in (True, False):
         server = lean.server([1, 2])

@@ -24,7 +24,11 @@ from he import (  # noqa: E402
     unwrap_shared_key,
     wrap_shared_key,
 )
+from he.distribution import _signed_payload  # noqa: E402
 from he.keys import SecretHolder  # noqa: E402
+from he.transcript import advert_payload, deal_context  # noqa: E402
+from privagg.identity import Identities, SigningKey  # noqa: E402
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
 from he.memfile import MemoryFile  # noqa: E402
 from he.messages import Ciphertexts, EncryptRequest, KeyAdvertisement  # noqa: E402
 from he.release import decrypt_values  # noqa: E402
@@ -100,16 +104,35 @@ def test_keys_export_import_and_wrap_for_another_client():
     assert np.max(np.abs(decrypt_values(ring, key.decryptor(), ct)[:100] - x)) < 1e-9
 
     alice, mallory = X25519PrivateKey.generate(), X25519PrivateKey.generate()
-    package = wrap_shared_key(key, alice.public_key())
-    assert unwrap_shared_key(LEAN, package, alice).key_id == key.key_id
-    with pytest.raises(MalformedMessage, match="does not open"):
-        unwrap_shared_key(LEAN, package, mallory)
+    ids = Identities([1, 2])
+    roster = ids.roster()
+    package = wrap_shared_key(key, alice.public_key(), ids.signing_key(1), sender_id=1)
+    assert unwrap_shared_key(LEAN, package, alice, roster=roster, dealer=1).key_id == key.key_id
+    with pytest.raises(ProtocolViolation, match="no valid signature"):  # signed for alice's key only
+        unwrap_shared_key(LEAN, package, mallory, roster=roster)
     tampered = bytearray(package)
     tampered[-1] ^= 1
+    with pytest.raises(ProtocolViolation, match="no valid signature"):
+        unwrap_shared_key(LEAN, bytes(tampered), alice, roster=roster)
     with pytest.raises(MalformedMessage):
-        unwrap_shared_key(LEAN, bytes(tampered), alice)
-    with pytest.raises(MalformedMessage):
-        unwrap_shared_key(CKKSParameters.from_preset("standard"), package, alice)
+        unwrap_shared_key(CKKSParameters.from_preset("standard"), package, alice, roster=roster)
+    # The relaying server's own package: unsigned, or signed by a non-member, or by another member.
+    with pytest.raises(ProtocolViolation, match="not signed"):
+        unwrap_shared_key(LEAN, wrap_shared_key(key, alice.public_key(), authenticated=False), alice, roster=roster)
+    with pytest.raises(ProtocolViolation, match="no valid signature of client 9"):
+        unwrap_shared_key(LEAN, wrap_shared_key(key, alice.public_key(), SigningKey.generate(), sender_id=9), alice,
+                          roster=roster)
+    with pytest.raises(ProtocolViolation, match="not the agreed dealer 1"):
+        unwrap_shared_key(LEAN, wrap_shared_key(key, alice.public_key(), ids.signing_key(2), sender_id=2), alice,
+                          roster=roster, dealer=1)
+    with pytest.raises(ConfigurationError, match="roster"):
+        unwrap_shared_key(LEAN, package, alice)
+    with pytest.raises(ConfigurationError, match="signing_key"):
+        wrap_shared_key(key, alice.public_key())
+    unsigned = wrap_shared_key(key, alice.public_key(), authenticated=False)  # an authentic channel already
+    assert unwrap_shared_key(LEAN, unsigned, alice, authenticated=False).key_id == key.key_id
+    with pytest.raises(MalformedMessage, match="does not open"):
+        unwrap_shared_key(LEAN, unsigned, mallory, authenticated=False)
 
     pair = DecryptorKeys.generate(LEAN.__class__.from_preset("lean", key_holder="decryptor"))
     params = CKKSParameters.from_preset("lean", key_holder="decryptor")
@@ -148,11 +171,12 @@ def test_objects_holding_a_secret_key_refuse_pickle_and_copy():
 def test_a_decryptor_mode_client_cannot_decrypt():
     from he.messages import DecryptRequest
 
-    agg = CKKS(key_holder="decryptor")
+    params = CKKSParameters.from_preset("lean", key_holder="decryptor")
+    agg = CKKS(key_holder="decryptor", decryptor=Decryptor(params, DecryptorKeys.generate(params)))
     client = agg.client(1, np.zeros(10))
     client.respond(EncryptRequest(0, SERVER_ID, 1, agg.params.digest, client.key_id, b""))
     request = DecryptRequest(0, SERVER_ID, 1, agg.params.digest, client.key_id, (1, 2), 10,
-                             upload(CKKS(shared_key=SharedKey.generate(LEAN)), 1, np.zeros(10)).ciphertexts)
+                             upload(CKKS(shared_key=SharedKey.generate(LEAN)), 1, np.zeros(10)).ciphertexts, {})
     with pytest.raises(KeyRoleError, match="only the decryptor's public key"):
         client.respond(request.to_bytes())
 
@@ -164,7 +188,7 @@ def test_no_secret_in_any_repr_log_exception_or_server_view(caplog):
     for name, agg in setups.items():
         updates = {i: np.random.default_rng(i).uniform(-1, 1, 500) for i in range(4)}
         result = simulate(agg, updates, dropouts={3: "collect_ciphertexts"}, round_id=6)
-        holder = agg.decryptor._keys if agg.key_holder == "decryptor" else agg.round_key(6)
+        holder = agg.decryptor.audit_keys(6) if agg.key_holder == "decryptor" else agg.round_key(6)
         words = secret_words(holder)
         export = holder.export_secret()
         texts = [repr(agg), repr(holder), repr(result), repr(result.view), caplog.text]
@@ -204,12 +228,12 @@ def test_a_small_order_x25519_key_is_refused_typed_when_wrapping_and_unwrapping(
     raw = SMALL_ORDER[point].to_bytes(32, "little")
     key = SharedKey.generate(LEAN)
     with pytest.raises(ProtocolViolation, match="small-order X25519"):
-        wrap_shared_key(key, X25519PublicKey.from_public_bytes(raw))
+        wrap_shared_key(key, X25519PublicKey.from_public_bytes(raw), authenticated=False)
     alice = X25519PrivateKey.generate()
-    package = bytearray(wrap_shared_key(key, alice.public_key()))
+    package = bytearray(wrap_shared_key(key, alice.public_key(), authenticated=False))
     package[5:37] = raw  # the ephemeral key's place in the package head
     with pytest.raises(ProtocolViolation, match="small-order X25519"):
-        unwrap_shared_key(LEAN, bytes(package), alice)
+        unwrap_shared_key(LEAN, bytes(package), alice, authenticated=False)
 
 
 @pytest.mark.parametrize("point", ["zero", "one"])
@@ -222,8 +246,9 @@ def test_a_small_order_x25519_key_in_an_in_round_setup_is_refused_typed(point):
     clients = {cid: agg.client(cid, np.zeros(10), round_id=4) for cid in (1, 2, 3)}
     for cid, request in server.messages_to_send().items():
         advertisement = clients[cid].respond(request.to_bytes())
-        if cid == 3:
-            advertisement = KeyAdvertisement(4, 3, SERVER_ID, raw)
+        if cid == 3:  # a malicious client signs the point itself
+            advertisement = KeyAdvertisement(4, 3, SERVER_ID, raw, agg.identities.signing_key(3).sign(
+                advert_payload(agg.params.digest, 4, 3, raw)))
         server.receive(cid, advertisement.to_bytes())
     server.deadline_passed()
     ((dealer, deal),) = server.messages_to_send().items()
@@ -231,8 +256,13 @@ def test_a_small_order_x25519_key_in_an_in_round_setup_is_refused_typed(point):
         clients[dealer].respond(deal.to_bytes())
     recipient = 2 if dealer != 2 else 1
     key = SharedKey.generate(LEAN)
-    package = bytearray(wrap_shared_key(key, X25519PrivateKey.generate().public_key()))
-    package[5:37] = raw
-    request = EncryptRequest(4, SERVER_ID, recipient, LEAN.digest, key.key_id, bytes(package))
+    target = clients[recipient]._agreement.public_key()
+    context = deal_context(LEAN.digest, 4, recipient)
+    body = bytearray(wrap_shared_key(key, target, agg.identities.signing_key(dealer), sender_id=dealer,
+                                     context=context)[:-64])
+    body[5:37] = raw  # a malicious dealer signs a package with the point as its ephemeral key
+    package = bytes(body) + agg.identities.signing_key(dealer).sign(
+        _signed_payload(bytes(body), target.public_bytes(Encoding.Raw, PublicFormat.Raw), context))
+    request = EncryptRequest(4, SERVER_ID, recipient, LEAN.digest, key.key_id, package)
     with pytest.raises(ProtocolViolation, match="small-order X25519"):
         clients[recipient].respond(request.to_bytes())

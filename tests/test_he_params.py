@@ -116,3 +116,17 @@ def test_the_digest_covers_everything_both_sides_must_agree_on():
     digests = {base.digest} | {v.digest for v in variants}
     assert len(digests) == 1 + len(variants)
     assert CKKSParameters.from_preset("lean").digest == base.digest
+
+
+@pytest.mark.parametrize("preset, key_holder", [("lean", "clients"), ("lean", "decryptor"), ("compact", "clients"),
+                                                ("fast", "decryptor")])
+def test_the_flood_is_sized_from_an_estimate_that_matches_the_measured_error(preset, key_holder):
+    """The flood is an estimate-based margin (not a worst-case bound): the estimated std of an
+    honest sum's decryption error is within 10 % of the measured one, so the flood sits
+    flood_bits above the measured std (and a few bits less above its maximum)."""
+    from he.bench import flood_margin
+
+    report = flood_margin(preset, key_holder, clients=6, n_values=8192)
+    assert 0.9 < report["estimate_over_measured"] < 1.1
+    assert report["margin_bits_over_std"] > report["flood_bits"] - 0.25
+    assert report["margin_bits_over_max"] > report["flood_bits"] - 3

@@ -44,7 +44,7 @@ N_VALUES = N_CT * PARAMS.values_per_ciphertext - 5
 
 def uploads(count, seed=0, n_ct=N_CT):
     """``count`` clients' seeded ciphertexts of random updates (lists of ``n_ct`` blobs)."""
-    config = CKKS(shared_key=KEY, min_clients=1)
+    config = CKKS(shared_key=KEY, min_clients=1, authenticated=False)
     rng = np.random.default_rng(seed)
     out = []
     for cid in range(count):
@@ -150,7 +150,7 @@ def test_small_updates_stay_in_this_process(pool3):
 @given(st.integers(2, 5), st.randoms(use_true_random=False))
 def test_rounds_with_a_pool_sum_whoever_uploaded(n, rnd):
     rng = np.random.default_rng(rnd.getrandbits(32))
-    agg = CKKS(shared_key=KEY, min_clients=1, server_processes=2)
+    agg = CKKS(shared_key=KEY, min_clients=1, server_processes=2, authenticated=False)
     updates = {cid: rng.uniform(-1, 1, 2 * MIN_SLICE * PARAMS.values_per_ciphertext + 7) for cid in range(n)}
     dropped = {cid: "collect_ciphertexts" for cid in range(n) if rnd.random() < 0.3 and cid > 0}
     result = simulate(agg, updates, dropouts=dropped, round_id=rnd.getrandbits(20))

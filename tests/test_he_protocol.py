@@ -146,9 +146,16 @@ def test_the_decrypt_stage_asks_one_contributor_at_a_time():
 
 def test_the_decryptor_over_a_deployments_own_transport():
     params = CKKSParameters.from_preset("lean", key_holder="decryptor")
-    decryptor = Decryptor(params, min_clients=2)  # its own process, in a deployment
-    client_config = CKKS(key_holder="decryptor", public_key=decryptor.public_key)
-    server = client_config.server([5, 6, 7], round_id=9)  # public key only: no in-process decryptor
+    from privagg.identity import Identities
+
+    identities = Identities([5, 6, 7])  # provisioned: the roster on every party, a key on each client
+    decryptor = Decryptor(params, min_clients=2, roster=identities.roster())  # its own process, in a deployment
+    client_config = CKKS(key_holder="decryptor", decryptor_identity=decryptor.identity_public_bytes(),
+                         identities=identities)
+    with pytest.raises(ConfigurationError, match="round_key"):
+        client_config.server([5, 6, 7], round_id=9)
+    # The deployment fetches the round's signed key from the decryptor; no in-process decryptor.
+    server = client_config.server([5, 6, 7], round_id=9, round_key=decryptor.round_key(9))
     for cid, msg in server.messages_to_send().items():
         client = client_config.client(cid, np.full(100, 0.1 * cid), round_id=9)
         server.receive(cid, client.respond(msg.to_bytes()).to_bytes())
@@ -166,7 +173,7 @@ def test_the_decryptor_over_a_deployments_own_transport():
     assert np.allclose(result.aggregate, 1.8, atol=1e-5) and result.view.by_sender(DECRYPT)[DECRYPTOR_ID]
     assert decryptor.released_rounds == {9}
 
-    silent = client_config.server([5, 6], round_id=10)
+    silent = client_config.server([5, 6], round_id=10, round_key=decryptor.round_key(10))
     for cid, msg in silent.messages_to_send().items():
         silent.receive(cid, client_config.client(cid, np.zeros(3), round_id=10).respond(msg.to_bytes()))
     silent.deadline_passed()
@@ -251,11 +258,16 @@ def test_every_party_built_on_its_own_shares_a_key_the_server_never_holds():
     configuration from the same options; the in-round setup gives the clients one key."""
     from he.modes import make_ckks
 
+    from privagg.identity import Identities
+
     updates = {cid: np.random.default_rng(cid).uniform(-1, 1, 6000) for cid in (3, 5, 8, 9)}
-    server_config = make_ckks()
+    identities = Identities(updates)  # provisioned: every party holds the roster, each client its key
+    roster = identities.roster()
+    server_config = make_ckks(roster=roster)
     assert server_config.stages == (ADVERTISE, DEAL, COLLECT, DECRYPT)
     server = server_config.server(sorted(updates), round_id=21)
-    clients = {cid: make_ckks().client(cid, updates[cid], round_id=21) for cid in updates}
+    clients = {cid: make_ckks(roster=roster).client(cid, updates[cid], round_id=21,
+                                                    signing_key=identities.signing_key(cid)) for cid in updates}
     result = drive(server, clients, silent={DEAL: {3}})  # the first dealer is silent: 5 deals
     assert result.included == (5, 8, 9) and server.dropped == {3: DEAL}
     reference = updates[5] + updates[8] + updates[9]
@@ -267,8 +279,8 @@ def test_every_party_built_on_its_own_shares_a_key_the_server_never_holds():
     from he import unwrap_shared_key
 
     dealt = result.view.by_sender(DEAL)[5]
-    with pytest.raises(privagg.MalformedMessage, match="does not open"):
-        unwrap_shared_key(server_config.params, dealt.packages[8], X25519PrivateKey.generate())
+    with pytest.raises((privagg.MalformedMessage, ProtocolViolation), match="does not open|no valid signature"):
+        unwrap_shared_key(server_config.params, dealt.packages[8], X25519PrivateKey.generate(), roster=roster)
     told = server_config.disclose(result.view, privagg.colluding([8]))
     assert told.individual == {} and "give the configuration its key" in told.summary
 
