@@ -47,10 +47,11 @@ set, and at least ``t`` of this client's live neighbours among the survivors. Si
 earlier sessions never verify (stops *replay*), and two conflicting survivor sets cannot both
 gather the quorum while fewer than a third collude (stops *forged dropouts*).
 
-Unmask: one answer per session, whatever comes next, and one per model digest (per round id
-without a digest) across sessions (:mod:`privagg.ledger`). Stops the *difference of two
-sessions*: the same round run twice, the target dropping from the second, the two sums
-differing by its update.
+Masked input: once per input across sessions and rounds (:mod:`privagg.ledger`). Stops the
+*difference of two sessions* (the same update summed twice, the target dropping from the
+second: the two sums differ by its update), whatever round id, digest or unmasking split.
+
+Unmask: one answer per session, whatever comes next.
 
 Cost: O(k) key agreements, shares and masks; semi-honest clients also read and hash the
 roster (8 bytes a client). Active clients verify O(n) signatures and reveals (the quorum is a
@@ -358,6 +359,10 @@ class SecAggClient(ClientSession):
                 raise ProtocolViolation(f"the share from client {cid} is invalid: {exc}") from None
         self._live = frozenset(senders)
 
+        # Once per input, across sessions and rounds: a second masked input of the same update
+        # would let the server difference two sums (privagg.ledger).
+        self._config.ledger.claim(contribution_key("secagg/masked-input", self.client_id,
+                                                   self._input.astype("<u8").tobytes()))
         bits = params.bits
         masked = self._input.copy()
         add_mod(masked, expand_mask(self._self_seed, masked.shape[0], bits), bits)
@@ -427,9 +432,6 @@ class SecAggClient(ClientSession):
             if valid < params.signatures_needed:
                 raise ProtocolViolation(
                     f"only {valid} valid signatures on the survivor set, {params.signatures_needed} needed")
-        # Once per model (or round), across sessions: a second unmasking for the same model would
-        # let the server difference two sums (privagg.ledger).
-        self._config.ledger.claim(contribution_key("secagg/unmask", self.client_id, self._digest, self.round_id))
         seed_shares, key_shares = {}, {}
         for owner, (seed_share, key_share) in self._held.items():
             if _sorted_contains(msg.survivors, owner):

@@ -547,6 +547,7 @@ def test_every_mode_aggregates_exactly_inside_flower(modes_run, federation: Loca
     by_node = {str(federation.node_ids[i]): cid for i, cid in enumerate(CLIENT_IDS)}
     for entry in (r for r in rounds if r["mode"] in BASE_MODES):
         # Every node took part under the roster id it was provisioned with, proved to the server.
+        assert "aborted" not in entry, entry
         assert entry["included"] == list(CLIENT_IDS) and entry["client_ids"] == by_node, entry
         check_round(out, entry, plan, clients=3)
     # The second round trained on the model the first round produced.

@@ -174,9 +174,10 @@ def _roster_holder(aggregator: Any) -> Any:
 
 
 def uses_identities(aggregator: Aggregator) -> bool:
-    """True when the mode signs with long-term identities (secure aggregation's active security)."""
+    """True when the mode signs with long-term identities (secure aggregation's active security,
+    CKKS's signed uploads and key distribution)."""
     holder = _roster_holder(aggregator)
-    return holder is not None and bool(getattr(holder, "active", False))
+    return holder is not None and bool(getattr(holder, "active", False) or getattr(holder, "authenticated", False))
 
 
 def with_roster(aggregator: Aggregator, roster: Roster) -> Aggregator:
@@ -226,8 +227,10 @@ def client_session(aggregator: Aggregator, client_id: int, update: Any, *, round
     except (TypeError, ValueError):
         accepted = {}  # type: ignore[assignment]
     kwargs: dict[str, Any] = {}
-    if "signing_key" in accepted and "model_digest" in accepted:
-        kwargs = {"signing_key": signing_key, "model_digest": model_digest}
+    if "signing_key" in accepted:
+        kwargs["signing_key"] = signing_key
+        if "model_digest" in accepted:
+            kwargs["model_digest"] = model_digest
     elif needs:
         raise ConfigurationError(
             f"mode {aggregator.mode!r} runs with active security but its client sessions take no signing key "
