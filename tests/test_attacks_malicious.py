@@ -316,3 +316,23 @@ def test_the_unmasking_split_gets_past_the_ledger_in_semi_honest_secagg(setting)
 def test_the_unmasking_split_is_stopped_by_active_secagg(setting):
     outcome = unmasking_split(setting, security="active", colluders=COLLUDERS, inversion=FAST)
     assert not outcome.completed, outcome.summary
+
+
+def test_zeros_sent_as_minus_zero_get_past_the_ledger_in_semi_honest_secagg(setting):
+    """No model change at all: the model's zero weights sent as -0.0 hash to another digest (the
+    digest reads the float bytes) and every client's update is bit for bit the same: the
+    difference is exact. WORKS against semi-honest SecAgg."""
+    outcome = session_difference(setting, inversion=FAST, zeros=True)
+    assert outcome.completed and not outcome.detected and outcome.update_error == 0.0
+    assert outcome.extra["steps_off"] == 0 and max(outcome.recovery.psnr_db) >= RECOVERED_DB
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "WORKS against active SecAgg with no colluder: the second session runs on the same model with every zero "
+    "weight sent as -0.0 (4,736 of them in the digits trap model); the model digest (SHA-256 of the float bytes) "
+    "changes, the ledger sees a new model, the updates are bit-identical and the difference is the target's "
+    "update exactly. The digest must be canonical (e.g. -0.0 normalised, NaNs refused) and, since any change "
+    "below the fixed-point step has the same effect (one-ulp xfail above), it cannot be the only defence"))
+def test_zeros_sent_as_minus_zero_are_stopped_by_active_secagg(setting):
+    outcome = session_difference(setting, security="active", inversion=FAST, zeros=True)
+    assert not outcome.completed, outcome.summary

@@ -21,7 +21,9 @@ What the ledger keys on is what the server can vary, and :func:`two_sessions` le
   the target's encoded update up to one step (measured in the digits setting of 8 clients: 30 of
   7,210 values one step off, error 9.5e-7, both images recovered at 118 dB, active or not). The
   fixed-point encoding makes the ledger's "approximate difference" exact for practical purposes
-  (:func:`session_difference` with ``nudge=True`` measures it).
+  (:func:`session_difference` with ``nudge=True`` measures it). :func:`signed_zeros` needs no
+  change at all: the zero weights sent as ``-0.0`` give another digest and bit-identical updates
+  (the digits trap model has 4,736 zero weights), so the difference is exact.
 """
 
 from __future__ import annotations
@@ -48,7 +50,17 @@ from privagg.identity import Identities
 from secagg import SecAgg
 from secagg.round import MASKED
 
-__all__ = ["DifferenceResult", "two_sessions", "session_difference", "nudged"]
+__all__ = ["DifferenceResult", "two_sessions", "session_difference", "nudged", "signed_zeros"]
+
+
+def signed_zeros(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every zero weight sent as ``-0.0``: the same model value for value
+    (every update is bit for bit the same), another digest (the digest hashes the float bytes)."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for weight in out.parameters():
+            weight.copy_(torch.where(weight == 0, torch.full_like(weight, -0.0), weight))
+    return out
 
 
 def nudged(model: nn.Module, ulps: int = 1) -> nn.Module:
@@ -118,10 +130,11 @@ def two_sessions(config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, target
 def session_difference(setting: Setting, *, security: Literal["semi-honest", "active"] = "semi-honest",
                        neighbours: int | Literal["all", "auto"] = "all", target: int | None = None,
                        inversion: InversionConfig | None = None, round_id: int = 0,
-                       nudge: bool = False) -> MaliciousOutcome:
+                       nudge: bool = False, zeros: bool = False) -> MaliciousOutcome:
     """The difference attack in ``setting`` against ``target`` (default: the first client): every
     client keeps one ledger across the two sessions (one configuration, as one client process
-    would). ``nudge``: the second session runs on :func:`nudged` (a one-ulp change: a new digest)."""
+    would). ``nudge``: the second session runs on :func:`nudged` (a one-ulp change: a new digest);
+    ``zeros``: on :func:`signed_zeros` (no change at all: a new digest)."""
     started = time.perf_counter()
     ids = setting.client_ids
     target = ids[0] if target is None else target
@@ -129,13 +142,14 @@ def session_difference(setting: Setting, *, security: Literal["semi-honest", "ac
                     identities=Identities(ids) if security == "active" else None)
     updates, digests, spec = client_updates({c: setting.honest for c in ids}, setting.data, lr=setting.lr)
     second_updates = second_digests = None
-    if nudge:
-        second_updates, second_digests, _ = client_updates({c: nudged(setting.honest) for c in ids}, setting.data,
-                                                           lr=setting.lr)
+    if nudge or zeros:
+        changed = nudged(setting.honest) if nudge else signed_zeros(setting.honest)
+        second_updates, second_digests, _ = client_updates({c: changed for c in ids}, setting.data, lr=setting.lr)
     result = two_sessions(config, updates, target=target, digests=digests, round_id=round_id,
                           second_updates=second_updates, second_digests=second_digests)
     t = config.parameters(ids, 1).threshold
-    label = "difference of two sessions" + (" (one-ulp model change)" if nudge else " of one round")
+    label = "difference of two sessions" + (" (one-ulp model change)" if nudge else
+                                            " (zeros sent as -0.0)" if zeros else " of one round")
     common = dict(attack=label, security=security, clients=len(ids),
                   threshold=t, targets=(target,), refusals=dict(result.refusals), aborted=result.aborted)
     if result.encoded is None:
@@ -153,6 +167,9 @@ def session_difference(setting: Setting, *, security: Literal["semi-honest", "ac
     how = (f"the second session ran on the model with every weight moved by one float32 ulp (a new digest, "
            f"so the ledger lets it through); the difference is client {target}'s update up to "
            f"{int(steps.max())} fixed-point steps on {int((steps > 0).sum())} of {steps.size} values" if nudge else
+           f"the second session ran on the same model with its zero weights sent as -0.0 (a new digest, so the "
+           f"ledger lets it through, and bit-identical updates); the difference is client {target}'s update, "
+           f"{int((steps > 0).sum())} of {steps.size} values off" if zeros else
            f"the round ran twice under round id {round_id} (honest server code, no colluder), client {target} "
            f"'dropped' in the second; the difference of the two aggregates is its update")
     return MaliciousOutcome(

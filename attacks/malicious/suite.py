@@ -25,7 +25,8 @@ Rows (each run for real, on the same clients and images):
   (no colluder, the honest server code; now refused in every mode by the clients' ledger, one
   unmasking per model);
 * (j) the same on a model changed by one float32 ulp per weight (a new digest: the ledger lets
-  it through; the difference is exact up to one fixed-point step on a few values);
+  it through; the difference is exact up to one fixed-point step on a few values), and on the
+  same model with its zero weights sent as ``-0.0`` (a new digest, bit-identical updates);
 * (k) the difference split between two unmasking groups: each session unmasked by different
   honest clients plus the colluders, so no honest client unmasks twice (``2t - n`` colluders).
 
@@ -161,7 +162,11 @@ def _v2_rows(setting: Setting, bad: tuple[int, ...], inversion: InversionConfig 
         session_difference(setting, security="active", inversion=inversion, nudge=True),
         "the second session on the model with every weight moved by one float32 ulp: a new digest, so the ledger "
         "lets it through, and the fixed-point encoding absorbs the change (the ledger's 'approximate' difference "
-        "is exact to one step)")]
+        "is exact to one step)"), MaliciousRow(
+        "(j) difference over zeros sent as -0.0", session_difference(setting, inversion=inversion, zeros=True),
+        session_difference(setting, security="active", inversion=inversion, zeros=True),
+        "no model change at all: the zero weights sent as -0.0 hash to another digest and give bit-identical "
+        "updates, so the difference is exact")]
     need_split = needed_colluders(SecAgg(), n)
     split_bad = bad[len(bad) - need_split:] if 0 < need_split <= len(bad) else ()
     if split_bad:
