@@ -21,10 +21,15 @@ message itself and can run several sessions of a client under one announced roun
 * (f) :func:`graph_grinding` (SecAgg+): a graph seed that surrounds the target with colluders;
 * (g) :func:`neighbour_omission` (SecAgg+): the target's honest neighbours hidden from it;
 * (h) :func:`second_session_split`: the consistency check split across two views of one round,
-  by second sessions of some clients. Works against active security with fewer than ``n / 3``
-  colluders;
+  by second sessions of some clients. Stopped in active mode by shares bound to the session
+  digest ``S``;
 * (i) :func:`session_difference`: the same round run twice, the target dropped in the second.
-  Works against every configuration, with no colluder.
+  Stopped in every mode by the clients' ledger (:mod:`privagg.ledger`) when the model (or, with
+  no digest, the round id) is the same; ``nudge=True`` changes every weight by one ulp (a new
+  digest) and gets past it, exactly to the encoding's step, against active security too;
+* (k) :func:`unmasking_split`: the difference with each session unmasked by a different group,
+  so that no honest client unmasks twice: past the ledger with ``2t - n`` colluders (2 at even
+  ``n``), against active security too.
 
 :func:`run_malicious_suite` runs them all against semi-honest and active secure aggregation in
 one setting (:func:`make_setting`) next to an honest-but-curious baseline; the audit report
@@ -45,6 +50,7 @@ from attacks.malicious.replay import replay
 from attacks.malicious.roster_shrink import roster_shrink
 from attacks.malicious.second_session import second_session_split
 from attacks.malicious.setting import Setting, make_setting
+from attacks.malicious.split_unmask import unmasking_split
 from attacks.malicious.suite import MaliciousRow, MaliciousSuite, run_malicious_suite
 from attacks.malicious.trap_weights import trap_weights
 
@@ -53,5 +59,5 @@ __all__ = [
     "honest_server", "TrapLayout", "arm", "disarm", "recover_inputs", "trap_model", "model_inconsistency",
     "RECOVERED_DB", "MaliciousOutcome", "Recovery", "score_recovery", "Setting", "make_setting", "MaliciousRow",
     "MaliciousSuite", "run_malicious_suite", "trap_weights", "Forge", "Session", "roster_shrink", "replay",
-    "graph_grinding", "neighbour_omission", "second_session_split", "session_difference",
+    "graph_grinding", "neighbour_omission", "second_session_split", "session_difference", "unmasking_split",
 ]

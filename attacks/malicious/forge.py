@@ -255,10 +255,13 @@ class Forge:
         key = colluder.client._share_keys.get(owner.cid)
         if ciphertext is None or key is None:
             return None
+        # What the colluder's own session decrypts with: the header in semi-honest rounds, its
+        # session digest S (its view) in active ones, so it reads only shares of its own view.
+        context = colluder.client._share_context if colluder.client._session else self.header
         try:
-            plain = kx.decrypt_share(key, ciphertext, session=self.header, sender=owner.cid, recipient=colluder.cid)
+            plain = kx.decrypt_share(key, ciphertext, session=context, sender=owner.cid, recipient=colluder.cid)
         except ProtocolViolation:
-            return None  # meant for another session of this id
+            return None  # meant for another session of this id, or another view
         return share_from_bytes(plain[:SHARE_BYTES]), share_from_bytes(plain[SHARE_BYTES:])
 
     def pair_seed(self, colluder: Session, peer: Session) -> bytes:

@@ -18,16 +18,24 @@ Rows (each run for real, on the same clients and images):
 * (g) neighbour omission (SecAgg+): ``t - 1`` colluding neighbours, the honest ones hidden from the
   target (key broadcast, share relay, survivor set);
 * (h) forged dropout by second sessions: the consistency check split across two views of one
-  round, each with its own quorum (works against active security with ``q + t - n`` colluders,
-  fewer than ``n / 3``);
+  round, each with its own quorum (worked against active security with ``q + t - n`` colluders;
+  now refused: shares are bound to the session digest ``S``, so the second view's holders refuse
+  the target's shares);
 * (i) difference of two sessions: the same round run twice, the target dropped in the second
-  (works against every configuration, with no colluder and the honest server code).
+  (no colluder, the honest server code; now refused in every mode by the clients' ledger, one
+  unmasking per model);
+* (j) the same on a model changed by one float32 ulp per weight (a new digest: the ledger lets
+  it through; the difference is exact up to one fixed-point step on a few values), and on the
+  same model with its zero weights sent as ``-0.0`` (a new digest, bit-identical updates);
+* (k) the difference split between two unmasking groups: each session unmasked by different
+  honest clients plus the colluders, so no honest client unmasks twice (``2t - n`` colluders).
 
 Active security always runs with its default threshold (it refuses ``t <= n/2``). Rows (f) and
 (g) need a sparse graph (three neighbours a client) and two colluders, row (h) at least ten
 clients so that its colluders stay under a third: with fewer clients in the setting they run on
 a setting of 8 (resp. 10) clients drawn the same way, and say so; without colluders, (f), (g)
-and (h) are left out ((i) needs none).
+(h) and (k) are left out ((i) and (j) need none). Each attack builds its own configurations, so
+the clients' ledger spans that attack's sessions only (rows are independent deployments).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from attacks.malicious.replay import replay
 from attacks.malicious.roster_shrink import roster_shrink
 from attacks.malicious.second_session import minimum_colluders, second_session_split
 from attacks.malicious.setting import Setting, make_setting
+from attacks.malicious.split_unmask import needed_colluders, unmasking_split
 from attacks.malicious.trap_weights import trap_weights
 from secagg import SecAgg
 
@@ -132,6 +141,7 @@ def _v2_rows(setting: Setting, bad: tuple[int, ...], inversion: InversionConfig 
              seed: int) -> list[MaliciousRow]:
     """Rows (d) to (i): the attacks on protocol v2 (:mod:`attacks.malicious.roster_shrink` and
     the modules after it)."""
+    n = setting.clients
     rows = [
         MaliciousRow("(d) roster shrink", roster_shrink(setting, colluders=bad, inversion=inversion),
                      roster_shrink(setting, security="active", colluders=bad, inversion=inversion),
@@ -142,13 +152,33 @@ def _v2_rows(setting: Setting, bad: tuple[int, ...], inversion: InversionConfig 
                      "a new session of the same round (same round id and nonce) relays the old advertisements "
                      "of peers whose mask keys the old session gave the server"),
     ]
-    difference = MaliciousRow(
+    difference = [MaliciousRow(
         "(i) difference of two sessions", session_difference(setting, inversion=inversion),
         session_difference(setting, security="active", inversion=inversion),
         "the same round twice (same round id and model, hence the same updates), the target dropped in the "
-        "second: no colluder, the honest server code")
+        "second: no colluder, the honest server code; refused by the clients' ledger (one unmasking per model "
+        "digest, per round id without one), in semi-honest mode too"), MaliciousRow(
+        "(j) difference over a one-ulp model change", session_difference(setting, inversion=inversion, nudge=True),
+        session_difference(setting, security="active", inversion=inversion, nudge=True),
+        "the second session on the model with every weight moved by one float32 ulp: a new digest, so the ledger "
+        "lets it through, and the fixed-point encoding absorbs the change (the ledger's 'approximate' difference "
+        "is exact to one step)"), MaliciousRow(
+        "(j) difference over zeros sent as -0.0", session_difference(setting, inversion=inversion, zeros=True),
+        session_difference(setting, security="active", inversion=inversion, zeros=True),
+        "no model change at all: the zero weights sent as -0.0 hash to another digest and give bit-identical "
+        "updates, so the difference is exact")]
+    need_split = needed_colluders(SecAgg(), n)
+    split_bad = bad[len(bad) - need_split:] if 0 < need_split <= len(bad) else ()
+    if split_bad:
+        difference.append(MaliciousRow(
+            "(k) difference split between two unmasking groups",
+            unmasking_split(setting, colluders=split_bad, inversion=inversion),
+            unmasking_split(setting, security="active", colluders=split_bad, inversion=inversion),
+            f"{len(split_bad)} colluders (2t - n) of {n}: session 1 unmasked by the target, some honest clients and "
+            f"the colluders, session 2 (target dropped) by the other honest clients and the colluders; the ledger "
+            f"counts unmasking answers, and nobody honest gave two"))
     if not bad:
-        return [*rows, difference]
+        return [*rows, *difference]
     sparse = _resized(setting, 8, seed)
     pair = tuple(sparse.client_ids[-2:]) if sparse is not setting else bad[-2:]
     where = "" if sparse is setting else f" (on a setting of {sparse.clients} clients)"
@@ -173,7 +203,8 @@ def _v2_rows(setting: Setting, bad: tuple[int, ...], inversion: InversionConfig 
         second_session_split(wide, security="semi-honest", colluders=accomplices, inversion=inversion),
         second_session_split(wide, security="active", colluders=accomplices, inversion=inversion),
         f"{need} colluders of {wide.clients} (fewer than a third); active: second sessions of some clients under "
-        f"the same round id and nonce give each of two views of the round its own quorum"
+        f"the same round id and nonce would give each of two views its own quorum, but shares are bound to the "
+        f"session digest S: the second view's holders refuse the target's shares"
         + ("" if wide is setting else f" (on a setting of {wide.clients} clients)")))
-    return [*rows, difference]
+    return [*rows, *difference]
 
