@@ -84,9 +84,10 @@ rogue = "{}"
 """
 
 CLIENT_APP = '''\
-"""Test ClientApp: a deterministic train (recorded to disk) behind PrivaggMod, and a rogue mod."""
+"""Test ClientApp: a train (recorded to disk) behind PrivaggMod, and a rogue mod."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,9 @@ def train(msg: Message, ctx: Context) -> Message:
     partition = int(ctx.node_config["partition-id"])
     cid = int(ctx.node_config.get("privagg-client-id", ctx.node_id))  # the id the protocol knows it by
     received = msg.content["arrays"].to_numpy_ndarrays()
-    rng = np.random.default_rng([partition, label, server_round])
+    # Fresh randomness in every update: a provisioned node puts each input into a sum only once
+    # (privagg.ledger, kept beside its key across this module's runs), as a real update would be.
+    rng = np.random.default_rng([partition, label, server_round, int.from_bytes(os.urandom(8), "little")])
     returned = []
     for a in received:
         if a.dtype.kind == "f":

@@ -370,17 +370,17 @@ def expected_encoded_sum(mode: str, options, clients) -> list[int]:
     return [int(x) for x in total % (1 << fp.bits)]
 
 
-def test_a_provisioned_node_never_unmasks_the_same_model_twice(tmp_path) -> None:
+def test_a_provisioned_node_never_sums_the_same_update_twice(tmp_path) -> None:
     """The difference of two sessions over Flower: every round's session runs in a new session
-    host, so what a node released is kept in a ledger beside its key; the same round run again
-    on the same model is refused at the unmasking, and nothing is released twice."""
+    host, so what a node put into a sum is kept in a ledger beside its key; the same round run
+    again (the same update) is refused before any masked input leaves."""
     roster, contexts = provision(tmp_path)
     run_round("secagg", PrivaggMod({"secagg": ACTIVE}), contexts, options=ACTIVE, roster=roster)
     errors: dict[int, Exception] = {}
     with pytest.raises(AggregationAborted):
         run_round("secagg", PrivaggMod({"secagg": ACTIVE}), contexts, options=ACTIVE, roster=roster, errors=errors)
     assert set(errors) == set(CLIENTS)
-    assert all("already released its contribution" in str(e) for e in errors.values())
+    assert all("already put this input into a sum" in str(e) for e in errors.values())
     assert all(len(list((tmp_path / "identities").glob(f"client-{cid}.key.*.ledger"))) == 1 for cid in CLIENTS)
 
 
