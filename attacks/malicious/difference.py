@@ -133,15 +133,18 @@ def two_sessions(config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, target
 def session_difference(setting: Setting, *, security: Literal["semi-honest", "active"] = "semi-honest",
                        neighbours: int | Literal["all", "auto"] = "all", target: int | None = None,
                        inversion: InversionConfig | None = None, round_id: int = 0,
-                       nudge: bool = False, zeros: bool = False) -> MaliciousOutcome:
+                       nudge: bool = False, zeros: bool = False,
+                       rounding: Literal["deterministic", "stochastic"] = "deterministic") -> MaliciousOutcome:
     """The difference attack in ``setting`` against ``target`` (default: the first client): every
     client keeps one ledger across the two sessions (one configuration, as one client process
     would). ``nudge``: the second session runs on :func:`nudged` (a one-ulp change: a new digest);
-    ``zeros``: on :func:`signed_zeros` (no change at all: a new digest)."""
+    ``zeros``: on :func:`signed_zeros` (no change at all: a new digest). ``rounding``: the
+    clients' fixed-point rounding; ``"stochastic"`` encodes the same update to other integers in
+    each session, so the ledger (keyed on the encoded input) sees a new input each time."""
     started = time.perf_counter()
     ids = setting.client_ids
     target = ids[0] if target is None else target
-    config = SecAgg(security=security, neighbours=neighbours,
+    config = SecAgg(security=security, neighbours=neighbours, rounding=rounding,
                     identities=Identities(ids) if security == "active" else None)
     updates, digests, spec = client_updates({c: setting.honest for c in ids}, setting.data, lr=setting.lr)
     second_updates = second_digests = None
@@ -153,6 +156,8 @@ def session_difference(setting: Setting, *, security: Literal["semi-honest", "ac
     t = config.parameters(ids, 1).threshold
     label = "difference of two sessions" + (" (one-ulp model change)" if nudge else
                                             " (zeros sent as -0.0)" if zeros else " of one round")
+    if rounding == "stochastic":
+        label += ", stochastic rounding"
     common = dict(attack=label, security=security, clients=len(ids),
                   threshold=t, targets=(target,), refusals=dict(result.refusals), aborted=result.aborted)
     if result.encoded is None:
@@ -175,6 +180,10 @@ def session_difference(setting: Setting, *, security: Literal["semi-honest", "ac
            f"the second session ran on the same model with its zero weights sent as -0.0 (a new digest, so the "
            f"ledger lets it through, and bit-identical updates); the difference is client {target}'s update, "
            f"{int((steps > 0).sum())} of {steps.size} values off" if zeros else
+           f"the round ran twice under round id {round_id} on the same model with stochastic rounding: every "
+           f"client's update encoded to other integers, so the ledger saw new inputs; client {target} 'dropped' in "
+           f"the second and the difference is its update up to {int(steps.max())} steps of the others' rounding "
+           f"noise" if rounding == "stochastic" else
            f"the round ran twice under round id {round_id} (honest server code, no colluder), client {target} "
            f"'dropped' in the second; the difference of the two aggregates is its update")
     return MaliciousOutcome(
