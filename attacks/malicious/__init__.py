@@ -24,12 +24,14 @@ message itself and can run several sessions of a client under one announced roun
   by second sessions of some clients. Stopped in active mode by shares bound to the session
   digest ``S``;
 * (i) :func:`session_difference`: the same round run twice, the target dropped in the second.
-  Stopped in every mode by the clients' ledger (:mod:`privagg.ledger`) when the model (or, with
-  no digest, the round id) is the same; ``nudge=True`` changes every weight by one ulp (a new
-  digest) and gets past it, exactly to the encoding's step, against active security too;
-* (k) :func:`unmasking_split`: the difference with each session unmasked by a different group,
-  so that no honest client unmasks twice: past the ledger with ``2t - n`` colluders (2 at even
-  ``n``), against active security too.
+  Stopped in every mode by the clients' ledger v2 (:mod:`privagg.ledger`: a masked input once
+  per encoded update, whatever the round id or digest), the ``zeros=True`` (-0.0) variant too;
+  ``nudge=True`` changes every weight by one ulp, which moves a few encoded values (a new input)
+  and gets past it, exactly to the encoding's step, against active security too: the ledger's
+  stated limit; ``rounding="stochastic"`` encodes the same update to other integers in each
+  session and gets the plain difference past it (row l), against active security too;
+* (k) :func:`unmasking_split`: the difference with each session unmasked by a different group
+  (``2t - n`` colluders): past the ledger v1, refused by v2 (claimed before the masked input).
 
 :func:`run_malicious_suite` runs them all against semi-honest and active secure aggregation in
 one setting (:func:`make_setting`) next to an honest-but-curious baseline; the audit report

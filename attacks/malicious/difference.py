@@ -6,24 +6,24 @@ before its masked input. Both sessions are the real server session, honest throu
 dropout is what secure aggregation is built to tolerate. The difference of the two aggregates is
 the target's update, exactly as encoded.
 
-Stopped, for the same model, by :class:`privagg.ledger.ContributionLedger`: a client answers one
-unmasking request per model digest (per round id with the all-zero digest) across sessions, so in
-the second session every other client refuses to unmask and the second aggregate never exists.
+Stopped by :class:`privagg.ledger.ContributionLedger` (v2): a client claims the hash of its
+encoded update before its masked input leaves, once whatever the round id, the model digest or
+the session, so in the second session every other client refuses to send a masked input and the
+second aggregate never exists.
 
-What the ledger keys on is what the server can vary, and :func:`two_sessions` lets it:
+What :func:`two_sessions` lets the server vary, and what the ledger does with it:
 
-* ``second_round_id``: with the all-zero digest (the default of ``SecAgg.client``, and what the
-  Flower session host passes) the ledger keys on the round id, which the server announces: the
-  same model under round 6 is a "new" contribution;
-* ``second_updates``/``second_digests``: the second session on a *changed* model (a new digest).
-  :func:`nudged` moves every weight by one float32 ulp: the clients' updates move by far less
-  than one fixed-point step, so almost every encoded update is the same and the difference is
-  the target's encoded update up to one step (measured in the digits setting of 8 clients: 30 of
-  7,210 values one step off, error 9.5e-7, both images recovered at 118 dB, active or not). The
-  fixed-point encoding makes the ledger's "approximate difference" exact for practical purposes
-  (:func:`session_difference` with ``nudge=True`` measures it). :func:`signed_zeros` needs no
-  change at all: the zero weights sent as ``-0.0`` give another digest and bit-identical updates
-  (the digits trap model has 4,736 zero weights), so the difference is exact.
+* ``second_round_id`` (the same model as "round 6"), and :func:`signed_zeros` (the zero weights
+  sent as ``-0.0``: another digest, bit-identical updates): both were ways past the ledger v1
+  (keyed on the digest or the round id); the ledger v2 keys on the encoded update itself, so
+  both are refused;
+* :func:`nudged` moves every weight by one float32 ulp: the clients' updates move by far less
+  than one fixed-point step, but a few encoded values do change (measured in the digits setting
+  of 8 clients: 30 of 7,210 values one step off), so the encoded update hashes to another key
+  and the ledger lets it through; the difference is the target's encoded update up to one step
+  on those few values (error 9.5e-7, both images recovered at 118 dB, active or not). This is
+  the ledger's documented limit: only noise (differential privacy) bounds it
+  (:func:`session_difference` with ``nudge=True`` measures it).
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ from privagg.identity import Identities
 from secagg import SecAgg
 from secagg.round import MASKED
 
-__all__ = ["DifferenceResult", "two_sessions", "session_difference", "nudged", "signed_zeros"]
+__all__ = ["DifferenceResult", "LEDGER_REFUSAL", "two_sessions", "session_difference", "nudged", "signed_zeros"]
+
+#: What a client's ledger says when asked for a second masked input of the same update.
+LEDGER_REFUSAL = "already put this input into a sum"
 
 
 def signed_zeros(model: nn.Module) -> nn.Module:
@@ -130,15 +133,18 @@ def two_sessions(config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, target
 def session_difference(setting: Setting, *, security: Literal["semi-honest", "active"] = "semi-honest",
                        neighbours: int | Literal["all", "auto"] = "all", target: int | None = None,
                        inversion: InversionConfig | None = None, round_id: int = 0,
-                       nudge: bool = False, zeros: bool = False) -> MaliciousOutcome:
+                       nudge: bool = False, zeros: bool = False,
+                       rounding: Literal["deterministic", "stochastic"] = "deterministic") -> MaliciousOutcome:
     """The difference attack in ``setting`` against ``target`` (default: the first client): every
     client keeps one ledger across the two sessions (one configuration, as one client process
     would). ``nudge``: the second session runs on :func:`nudged` (a one-ulp change: a new digest);
-    ``zeros``: on :func:`signed_zeros` (no change at all: a new digest)."""
+    ``zeros``: on :func:`signed_zeros` (no change at all: a new digest). ``rounding``: the
+    clients' fixed-point rounding; ``"stochastic"`` encodes the same update to other integers in
+    each session, so the ledger (keyed on the encoded input) sees a new input each time."""
     started = time.perf_counter()
     ids = setting.client_ids
     target = ids[0] if target is None else target
-    config = SecAgg(security=security, neighbours=neighbours,
+    config = SecAgg(security=security, neighbours=neighbours, rounding=rounding,
                     identities=Identities(ids) if security == "active" else None)
     updates, digests, spec = client_updates({c: setting.honest for c in ids}, setting.data, lr=setting.lr)
     second_updates = second_digests = None
@@ -150,12 +156,15 @@ def session_difference(setting: Setting, *, security: Literal["semi-honest", "ac
     t = config.parameters(ids, 1).threshold
     label = "difference of two sessions" + (" (one-ulp model change)" if nudge else
                                             " (zeros sent as -0.0)" if zeros else " of one round")
+    if rounding == "stochastic":
+        label += ", stochastic rounding"
     common = dict(attack=label, security=security, clients=len(ids),
                   threshold=t, targets=(target,), refusals=dict(result.refusals), aborted=result.aborted)
     if result.encoded is None:
-        ledger = [c for c, e in result.refusals.items() if "already released its contribution" in e]
-        why = (f"detected: in the second session {len(ledger)} clients refused to unmask again for this model "
-               f"(privagg.ledger: one unmasking per model digest), so there is no second aggregate"
+        ledger = [c for c, e in result.refusals.items() if LEDGER_REFUSAL in e]
+        why = (f"detected: in the second session {len(ledger)} clients refused to send a masked input of an "
+               f"update they had already put into a sum (privagg.ledger: once per encoded input, whatever the "
+               f"round id or digest), so there is no second aggregate"
                if ledger else f"not possible: the second session ended with {result.second or 'nothing'}")
         return MaliciousOutcome(**common, completed=False, recovery=None, seconds=time.perf_counter() - started,
                                 summary=why)
@@ -164,12 +173,17 @@ def session_difference(setting: Setting, *, security: Literal["semi-honest", "ac
     steps = np.abs(result.encoded.astype(np.int64) - result.truth.astype(np.int64))
     steps = np.minimum(steps, (1 << config.encoding.bits) - steps)
     recovery = invert_update(setting, spec, update, target, inversion=inversion)
-    how = (f"the second session ran on the model with every weight moved by one float32 ulp (a new digest, "
-           f"so the ledger lets it through); the difference is client {target}'s update up to "
+    how = (f"the second session ran on the model with every weight moved by one float32 ulp (a few encoded "
+           f"values change, so the ledger sees a new input and lets it through: its documented limit); the "
+           f"difference is client {target}'s update up to "
            f"{int(steps.max())} fixed-point steps on {int((steps > 0).sum())} of {steps.size} values" if nudge else
            f"the second session ran on the same model with its zero weights sent as -0.0 (a new digest, so the "
            f"ledger lets it through, and bit-identical updates); the difference is client {target}'s update, "
            f"{int((steps > 0).sum())} of {steps.size} values off" if zeros else
+           f"the round ran twice under round id {round_id} on the same model with stochastic rounding: every "
+           f"client's update encoded to other integers, so the ledger saw new inputs; client {target} 'dropped' in "
+           f"the second and the difference is its update up to {int(steps.max())} steps of the others' rounding "
+           f"noise" if rounding == "stochastic" else
            f"the round ran twice under round id {round_id} (honest server code, no colluder), client {target} "
            f"'dropped' in the second; the difference of the two aggregates is its update")
     return MaliciousOutcome(

@@ -134,9 +134,12 @@ class Forge:
         self.sessions: list[Session] = []
 
     # -- sessions --------------------------------------------------------------------------
-    def session(self, cid: int, label: str | None = None) -> Session:
-        """Start a real client session of ``cid`` for the announced round."""
-        client = self.config.client(cid, self.updates[cid], round_id=self.round_id, model_digest=self.digests[cid])
+    def session(self, cid: int, label: str | None = None, *, update: npt.ArrayLike | None = None) -> Session:
+        """Start a real client session of ``cid`` for the announced round. ``update``: what the
+        client trained this time, if not its update of the round (a second session on a slightly
+        changed model: the one way past the ledger, ``attacks.malicious.difference.nudged``)."""
+        mine = self.updates[cid] if update is None else np.asarray(update, dtype=np.float64)
+        client = self.config.client(cid, mine, round_id=self.round_id, model_digest=self.digests[cid])
         sess = Session(label or f"{cid}#{sum(s.cid == cid for s in self.sessions) + 1}", cid, client)
         self.sessions.append(sess)
         return sess

@@ -22,6 +22,8 @@ sessions until the committed graph happens to give it (each restart costs a whol
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from attacks.malicious.isolated import invert_update, update_error
 from attacks.malicious.outcome import MaliciousOutcome
 from attacks.malicious.setting import Setting
 from privagg.identity import Identities
+from privagg.ledger import ContributionLedger
 from secagg import SecAgg
 from secagg.graph import NeighbourGraph
 
@@ -163,8 +166,12 @@ def neighbour_omission(setting: Setting, *, security: Literal["semi-honest", "ac
     t = config.parameters(ids, 1).threshold
     label = "neighbour omission (SecAgg+)"
     variants = ("keys",) if security == "semi-honest" else VARIANTS
-    results = [omit_neighbours(config, updates, target=target, colluders=bad, variant=v, digests=digests,
-                               round_id=round_id) for v in variants]
+    # Each variant is its own experiment (its own deployment, hence its own clients' ledger): run
+    # one after another on the same clients and updates, the later ones would be refused earlier,
+    # by the honest clients' ledger (privagg.ledger), and never reach the check they aim at.
+    results = [omit_neighbours(dataclasses.replace(config, ledger=ContributionLedger()) if i else config, updates,
+                               target=target, colluders=bad, variant=v, digests=digests, round_id=round_id)
+               for i, v in enumerate(variants)]
     refusals = {f"{label} ({r.variant}): {name}": said for r in results for name, said in r.refusals.items()}
     common = dict(attack=label, security=security, clients=len(ids), threshold=t, targets=(target,),
                   refusals=refusals, aborted=None,

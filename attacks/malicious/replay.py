@@ -130,14 +130,21 @@ def replay_adverts(config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, targ
 
 def replay_signatures(config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, target: int,
                       colluders: Iterable[int], round_id: int = 0,
-                      digests: Mapping[int, bytes] | None = None) -> ReplayResult:
+                      digests: Mapping[int, bytes] | None = None,
+                      new_updates: Mapping[int, npt.ArrayLike] | None = None) -> ReplayResult:
     """Active: honest clients' consistency signatures from an old session of the same round (same
-    nonce, same model digest) replayed on the same survivor set in a new session."""
+    nonce, same model digest) replayed on the same survivor set in a new session.
+
+    ``new_updates``: what the clients trained for the new session. By default the same updates,
+    whose second masked input every client's ledger refuses (privagg.ledger), so nobody signs
+    at all; a slightly changed model (a few values one fixed-point step off, the one way past the
+    ledger) lets the new session reach the consistency check, where the replay itself is tried."""
     bad = tuple(sorted(int(c) for c in colluders))
     old, old_sessions, _ = old_session(config, updates, dropped=(), round_id=round_id, digests=digests)
     survivors = tuple(old.roster)
     old_signatures = {c: s.signature for c, s in old_sessions.items() if s.signature}
-    forge = Forge(config, updates, round_id=round_id, digests=digests, nonce=old.nonce)
+    forge = Forge(config, updates if new_updates is None else new_updates, round_id=round_id, digests=digests,
+                  nonce=old.nonce)
     sessions = {c: forge.session(c) for c in forge.roster}
     group = list(sessions.values())
     for s in group:

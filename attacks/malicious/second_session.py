@@ -90,12 +90,16 @@ class SplitResult:
 
 def quorum_split(config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, colluders: Iterable[int],
                  target: int | None = None, digests: Mapping[int, bytes] | None = None,
-                 round_id: int = 0, second_sessions: bool = True) -> SplitResult:
+                 round_id: int = 0, second_sessions: bool = True,
+                 second_updates: Mapping[int, npt.ArrayLike] | None = None) -> SplitResult:
     """Run the split against ``target`` (default: the smallest honest id) over the complete graph.
 
     ``second_sessions=False`` (active): the plain forged dropout in one view, every client
     running one session; both survivor sets then need a quorum of that one view, which takes
-    ``2q - n`` colluders."""
+    ``2q - n`` colluders. ``second_updates`` (active): what the second sessions' clients
+    trained this time. By default their update of the round, whose second masked input their
+    ledger refuses (privagg.ledger); a slightly changed model (a few values one fixed-point step
+    off) gets past the ledger, and then the S-bound shares must stop the split on their own."""
     if config.neighbours != "all":
         raise ValueError("the split is built for the complete graph (neighbours='all')")
     forge = Forge(config, updates, round_id=round_id, digests=digests)
@@ -112,7 +116,7 @@ def quorum_split(config: SecAgg, updates: Mapping[int, npt.ArrayLike], *, collud
         return _split_semi_honest(forge, target, bad, survived_group, dropped_group)
     if not second_sessions:
         return _split_one_view(forge, target, bad, survived_group, dropped_group)
-    return _split_active(forge, target, bad, survived_group, dropped_group)
+    return _split_active(forge, target, bad, survived_group, dropped_group, second_updates)
 
 
 def _finish(forge: Forge, t_sess: Session, target: int, bad: tuple[int, ...], survived: tuple[int, ...],
@@ -172,7 +176,8 @@ def _split_one_view(forge: Forge, target: int, bad: tuple[int, ...], survived: t
 
 
 def _split_active(forge: Forge, target: int, bad: tuple[int, ...], survived: tuple[int, ...],
-                  dropped: tuple[int, ...]) -> SplitResult:
+                  dropped: tuple[int, ...], second_updates: Mapping[int, npt.ArrayLike] | None = None
+                  ) -> SplitResult:
     # Phase A: T, a first session of every honest client, a session per colluder.
     t_sess = forge.session(target, f"{target} (target)")
     first = {cid: forge.session(cid) for cid in (*survived, *dropped)}
@@ -195,7 +200,8 @@ def _split_active(forge: Forge, target: int, bad: tuple[int, ...], survived: tup
         forge.unmask(s, sigma_a, sigs_a)
     # Phase B: second sessions of the clients told "T survived", once their first has finished.
     overlapping = not all(first[c].client.finished for c in survived)
-    second = {cid: forge.session(cid) for cid in survived}
+    second = {cid: forge.session(cid, update=None if second_updates is None else second_updates[cid])
+              for cid in survived}
     coll_b = {cid: forge.session(cid, f"{cid}#B (colluder)") for cid in bad}
     for s in (*second.values(), *coll_b.values()):
         forge.advertise(s)

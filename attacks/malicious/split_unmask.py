@@ -1,23 +1,22 @@
-"""The difference of two sessions past the ledger: each session unmasked by a different group.
+"""The difference of two sessions split between two unmasking groups: stopped by the ledger v2.
 
-:class:`privagg.ledger.ContributionLedger` lets a client answer one unmasking request per model
-(per round id with the zero digest), across sessions. But an aggregate needs only ``t`` answers
-per secret, not everyone's, and nothing makes a client *claim* its contribution when it is
-not asked to unmask. So the server, with the honest server code and the same model:
+Against the ledger v1 (a client claimed its contribution only when it *answered an unmasking
+request*, once per model) the server, with the honest server code and the same model:
 
 1. runs session 1 to the end with every client, the target ``T`` included, but asks only a group
    ``A`` (``T``, some honest clients and the colluders ``C``) to unmask: ``|A| >= t`` seed shares
    of every client, the full aggregate; the other honest clients ``B`` signed (active) and were
-   never asked: their ledger records nothing;
+   never asked: their ledger recorded nothing;
 2. runs session 2 of the same round (same round id and model), ``T`` "drops" before its masked
    input, every other client signs the survivor set, and only ``B`` and ``C`` are asked to
    unmask: ``|B| + |C| >= t`` seed shares of every survivor and key shares of ``T``;
 3. the difference of the two aggregates is ``T``'s input, exactly.
 
-Colluders answer in both sessions (a malicious client keeps no ledger). It needs
-``|A| + |B| <= n - |C|`` with ``|A|, |B| + |C| >= t`` (``T`` counts in ``A``): ``|C| >= 2t - n``,
-i.e. 2 colluders at any even ``n`` with the default ``t = n // 2 + 1`` (1 at odd ``n``), far below
-the ``n / 3`` active security is claimed to tolerate. Without colluders ``2t > n`` stops it.
+It needed ``|C| >= 2t - n`` colluders (2 at any even ``n``), far below ``n / 3``. The ledger v2
+claims the encoded update *before the masked input leaves*: in session 2 every honest client
+(in ``A`` or ``B``) has already put this update into session 1's sum and refuses to send a masked
+input, so session 2 has only the colluders' masked inputs and aborts below the threshold.
+Colluders still answer in both sessions (a malicious client keeps no ledger: fresh ones here).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from attacks.inversion.reconstruct import InversionConfig
+from attacks.malicious.difference import LEDGER_REFUSAL
 from attacks.malicious.harness import HandDrivenRound, client_updates
 from attacks.malicious.isolated import invert_update, update_error
 from attacks.malicious.outcome import MaliciousOutcome
@@ -149,6 +149,13 @@ def unmasking_split(setting: Setting, *, security: Literal["semi-honest", "activ
                   security=security, clients=len(ids), threshold=t, targets=(target,),
                   refusals=dict(result.refusals), aborted=result.aborted, extra={"minimum_colluders": need})
     if result.encoded is None:
+        ledger = [c for c, e in result.refusals.items() if LEDGER_REFUSAL in e]
+        if ledger:
+            return MaliciousOutcome(
+                **common, completed=False, recovery=None, seconds=time.perf_counter() - started,
+                summary=(f"detected: in session 2 {len(ledger)} honest clients refused to send a masked input of an "
+                         f"update they had already put into session 1's sum (privagg.ledger), whichever group had "
+                         f"unmasked, so session 2 ended with {result.aborted or 'no aggregate'}"))
         return MaliciousOutcome(**common, completed=False, recovery=None, seconds=time.perf_counter() - started,
                                 summary=(f"not possible: {result.aborted or 'no second aggregate'} (the split needs "
                                          f"2t - n = {need} colluders)"))

@@ -22,13 +22,17 @@ Rows (each run for real, on the same clients and images):
   now refused: shares are bound to the session digest ``S``, so the second view's holders refuse
   the target's shares);
 * (i) difference of two sessions: the same round run twice, the target dropped in the second
-  (no colluder, the honest server code; now refused in every mode by the clients' ledger, one
-  unmasking per model);
-* (j) the same on a model changed by one float32 ulp per weight (a new digest: the ledger lets
-  it through; the difference is exact up to one fixed-point step on a few values), and on the
-  same model with its zero weights sent as ``-0.0`` (a new digest, bit-identical updates);
+  (no colluder, the honest server code; refused in every mode by the clients' ledger v2, which
+  claims the encoded update before the masked input leaves, whatever the round id or digest);
+* (j) the same on a model changed by one float32 ulp per weight (a few encoded values change:
+  a new input, so the ledger lets it through, and the difference is exact up to one fixed-point
+  step on those values: the ledger's documented limit, only DP bounds it), and on the same model
+  with its zero weights sent as ``-0.0`` (a new digest, bit-identical updates: now refused);
 * (k) the difference split between two unmasking groups: each session unmasked by different
-  honest clients plus the colluders, so no honest client unmasks twice (``2t - n`` colluders).
+  honest clients plus the colluders (``2t - n`` colluders); got past the ledger v1 (claimed on
+  unmasking), refused by v2 (the second session's honest clients send no masked input);
+* (l) the plain difference (i) with ``rounding="stochastic"``: the same update encodes to other
+  integers in each session, so the ledger, keyed on the encoded input, sees a new input.
 
 Active security always runs with its default threshold (it refuses ``t <= n/2``). Rows (f) and
 (g) need a sparse graph (three neighbours a client) and two colluders, row (h) at least ten
@@ -156,17 +160,23 @@ def _v2_rows(setting: Setting, bad: tuple[int, ...], inversion: InversionConfig 
         "(i) difference of two sessions", session_difference(setting, inversion=inversion),
         session_difference(setting, security="active", inversion=inversion),
         "the same round twice (same round id and model, hence the same updates), the target dropped in the "
-        "second: no colluder, the honest server code; refused by the clients' ledger (one unmasking per model "
-        "digest, per round id without one), in semi-honest mode too"), MaliciousRow(
+        "second: no colluder, the honest server code; refused by the clients' ledger (a masked input once per "
+        "encoded update, whatever the round id or digest), in semi-honest mode too"), MaliciousRow(
         "(j) difference over a one-ulp model change", session_difference(setting, inversion=inversion, nudge=True),
         session_difference(setting, security="active", inversion=inversion, nudge=True),
-        "the second session on the model with every weight moved by one float32 ulp: a new digest, so the ledger "
-        "lets it through, and the fixed-point encoding absorbs the change (the ledger's 'approximate' difference "
-        "is exact to one step)"), MaliciousRow(
+        "the second session on the model with every weight moved by one float32 ulp: a few encoded values change, "
+        "so the ledger sees a new input and lets it through, and the difference is exact but for those values, "
+        "one step off (the ledger's documented limit: only DP noise bounds it)"), MaliciousRow(
         "(j) difference over zeros sent as -0.0", session_difference(setting, inversion=inversion, zeros=True),
         session_difference(setting, security="active", inversion=inversion, zeros=True),
-        "no model change at all: the zero weights sent as -0.0 hash to another digest and give bit-identical "
-        "updates, so the difference is exact")]
+        "no model change at all: the zero weights sent as -0.0 hash to another digest but give bit-identical "
+        "updates, which the ledger v2 (keyed on the encoded update) refuses"), MaliciousRow(
+        "(l) difference of two sessions with stochastic rounding",
+        session_difference(setting, inversion=inversion, rounding="stochastic"),
+        session_difference(setting, security="active", inversion=inversion, rounding="stochastic"),
+        "rounding='stochastic' (a SecAgg option): the same update encodes to other integers in each session, so the "
+        "ledger, keyed on the encoded input, lets the second session through; the difference is the target's update "
+        "up to the other clients' rounding noise")]
     need_split = needed_colluders(SecAgg(), n)
     split_bad = bad[len(bad) - need_split:] if 0 < need_split <= len(bad) else ()
     if split_bad:
@@ -175,8 +185,8 @@ def _v2_rows(setting: Setting, bad: tuple[int, ...], inversion: InversionConfig 
             unmasking_split(setting, colluders=split_bad, inversion=inversion),
             unmasking_split(setting, security="active", colluders=split_bad, inversion=inversion),
             f"{len(split_bad)} colluders (2t - n) of {n}: session 1 unmasked by the target, some honest clients and "
-            f"the colluders, session 2 (target dropped) by the other honest clients and the colluders; the ledger "
-            f"counts unmasking answers, and nobody honest gave two"))
+            f"the colluders, session 2 (target dropped) by the other honest clients and the colluders; worked against "
+            f"the ledger v1 (claimed on unmasking), refused by v2: no honest client sends session 2 a masked input"))
     if not bad:
         return [*rows, *difference]
     sparse = _resized(setting, 8, seed)
