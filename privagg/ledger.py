@@ -9,8 +9,9 @@ bit-identical updates), or two sessions in which disjoint groups answer the unma
 inside one session sees any of this, because each session is honest on its own.
 
 The defence is state that outlives a session: a client sends a masked input for a given
-*input* (its encoded update, hashed) at most once, whatever the round id, the model digest or
-the session. A :class:`ContributionLedger` records those claims before the masked input
+*input* (its update as float64 values before any encoding, hashed: stochastic rounding or a
+changed scale would otherwise make the same update look new) at most once, whatever the round
+id, the model digest or the session. A :class:`ContributionLedger` records those claims before the masked input
 leaves; a second claim raises :class:`~privagg.errors.ProtocolViolation`. It is in memory by
 default (shared by every session made from one configuration object) and can be kept in a file
 (``ContributionLedger(path)``) for clients that run in a new process per round.
@@ -37,10 +38,11 @@ from privagg.transcript import Transcript
 
 __all__ = ["ContributionLedger", "contribution_key"]
 
-def contribution_key(purpose: str, client_id: int, encoded_input: bytes) -> bytes:
-    """One contribution: the client and the exact input it puts into a sum (its encoded update)."""
+def contribution_key(purpose: str, client_id: int, update: bytes) -> bytes:
+    """One contribution: the client and the exact update it puts into a sum (its values before
+    any encoding, as bytes)."""
     return (Transcript(b"privagg/ledger/v2").text("purpose", purpose).int("client", client_id)
-            .bytes("input", hashlib.sha256(encoded_input).digest()).digest())
+            .bytes("input", hashlib.sha256(update).digest()).digest())
 
 
 class ContributionLedger:

@@ -123,6 +123,9 @@ class SecAggClient(ClientSession):
         if config.dimension is not None and vector.shape[0] != config.dimension:
             raise ConfigurationError(f"the update has {vector.shape[0]} values, the configuration {config.dimension}")
         self._input = config.fixed_point.encode(vector, seed=seed)
+        # The ledger keys on the update itself, before encoding: stochastic rounding or another
+        # scale would make the same update a "new" input (privagg.ledger).
+        self._update_bytes = np.ascontiguousarray(vector, dtype="<f8").tobytes()
         self._signing_key = signing_key
         self._digest = bytes(model_digest)
         self._state = "advertise"
@@ -361,8 +364,8 @@ class SecAggClient(ClientSession):
 
         # Once per input, across sessions and rounds: a second masked input of the same update
         # would let the server difference two sums (privagg.ledger).
-        self._config.ledger.claim(contribution_key("secagg/masked-input", self.client_id,
-                                                   self._input.astype("<u8").tobytes()))
+        self._config.ledger.claim(contribution_key("secagg/masked-input", self.client_id, self._update_bytes))
+        del self._update_bytes
         bits = params.bits
         masked = self._input.copy()
         add_mod(masked, expand_mask(self._self_seed, masked.shape[0], bits), bits)

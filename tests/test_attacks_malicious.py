@@ -4,7 +4,7 @@ not and cannot be. The forged dropout by second sessions is now stopped by S-bou
 on the same updates, by the clients' ledger first), and the difference of two sessions of one
 round, its -0.0 variant and the unmasking split by the ledger v2 (in semi-honest mode too); the
 difference over a one-ulp model change gets past the ledger (its stated limit, asserted as such),
-and so does the plain difference with stochastic rounding (an xfail against active).
+and so does the plain difference with stochastic rounding (the ledger keys on the update before encoding).
 Every round is a real SecAgg round among honest client sessions; each client keeps one ledger
 across the sessions of an attack (one configuration per attack)."""
 
@@ -262,14 +262,13 @@ def test_the_suite_carries_every_row_and_serialises(setting):
     assert split.active.summary.startswith("detected")
     # Refused by the ledger v2 in both modes: the plain difference, its -0.0 variant, the unmasking split.
     for name in ("(i) difference of two sessions", "(j) difference over zeros sent as -0.0",
-                 "(k) difference split between two unmasking groups"):
+                 "(k) difference split between two unmasking groups",
+                 "(l) difference of two sessions with stochastic rounding"):
         for outcome in (rows[name].semi_honest, rows[name].active):
             assert outcome.detected and not outcome.completed and "privagg.ledger" in outcome.summary, name
             assert any(LEDGER_REFUSAL in e for e in outcome.refusals.values()), name
-    # What gets past the ledger in both modes: the one-ulp change (its stated limit) and
-    # stochastic rounding (the xfails test_the_ledger_stops_the_difference_with_stochastic_rounding).
-    for name in ("(j) difference over a one-ulp model change",
-                 "(l) difference of two sessions with stochastic rounding"):
+    # What gets past the ledger in both modes: the one-ulp change (its stated limit).
+    for name in ("(j) difference over a one-ulp model change",):
         for outcome in (rows[name].semi_honest, rows[name].active):
             assert outcome.completed and not outcome.detected, name
     for outcome in (rows["(j) difference over a one-ulp model change"].semi_honest,
@@ -336,18 +335,9 @@ def test_zeros_sent_as_minus_zero_are_refused_by_the_ledger(setting, security):
     assert all(LEDGER_REFUSAL in m for m in outcome.refusals.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "WORKS against active SecAgg with no colluder and the honest server code when clients use "
-    "rounding='stochastic': the same round twice on the same model, the target dropped in the second; each "
-    "session encodes the same update to other integers, so the ledger (keyed on the hash of the encoded input) "
-    "sees a new input, and the difference is the target's update up to the other clients' rounding noise; iDLG "
-    "recovers its images. The ledger must key on the update before rounding"))
-def test_the_difference_with_stochastic_rounding_is_stopped_by_active_secagg(setting):
-    outcome = session_difference(setting, security="active", inversion=FAST, rounding="stochastic")
-    assert not (outcome.completed and max(outcome.recovery.psnr_db) >= RECOVERED_DB), outcome.summary
-
-
-def test_the_difference_with_stochastic_rounding_gets_past_the_ledger_in_semi_honest_secagg(setting):
-    """The same WORKS against semi-honest SecAgg."""
-    outcome = session_difference(setting, inversion=FAST, rounding="stochastic")
-    assert outcome.completed and not outcome.detected and max(outcome.recovery.psnr_db) >= RECOVERED_DB
+@pytest.mark.parametrize("security", ["semi-honest", "active"])
+def test_the_difference_with_stochastic_rounding_is_stopped_by_the_ledger(setting, security):
+    """The ledger keys on the update before encoding: stochastic rounding does not make it new."""
+    outcome = session_difference(setting, security=security, inversion=FAST, rounding="stochastic")
+    assert outcome.detected and not outcome.completed and outcome.recovery is None, outcome.summary
+    assert any(LEDGER_REFUSAL in m for m in outcome.refusals.values())
