@@ -243,6 +243,12 @@ class SybilAggregation(SecureAggregation):
         mapping[self.victim] = self.sybil
         return mapping
 
+    def _build(self, clients, dimension):
+        # Its own side admits a round of 3 of its 4 roster ids (the clients' options are unchanged).
+        import dataclasses
+
+        return dataclasses.replace(super()._build(clients, dimension), min_clients=clients)
+
 
 def initial_model() -> ArrayRecord:
     return ArrayRecord([np.zeros((4, 5), np.float32), np.linspace(-1, 1, 7).astype(np.float32),
@@ -650,14 +656,16 @@ def test_a_malicious_server_is_refused(federation: LocalFederation, attacks_run)
     configuration (their roster, the model they received), not from the server's word."""
     tmp_path, results = attacks_run
     nodes = results["nodes"]
-    # 1. Model inconsistency: node 0 got another model; its digest differs, so every node finds a
-    #    peer's signature invalid; the round aborts and the model stays as it was.
+    # 1. Model inconsistency: node 0 got another model; its digest differs, so no peer's signature
+    #    verifies for it and its signature verifies for nobody: it is refused by the others and,
+    #    with three nodes, each is left short of usable neighbours; the round aborts, the model
+    #    stays as it was.
     swap = results["model_swap"]
     assert swap["aborted"] and not swap["outcome"], swap
     assert swap["final"] == []  # no round produced a model: FedAvg keeps the one it had
     assert set(swap["failures"]) == {str(n) for n in nodes}, swap["failures"]
     for reason in swap["failures"].values():
-        assert "ProtocolViolation" in reason and "different model" in reason, reason
+        assert "ProtocolViolation" in reason and "usable neighbours" in reason, reason
     # 2. A participant no node was provisioned as: node 0 is not named under its own id, the
     #    others find 999 outside their roster; nobody trains, the round aborts at its first stage.
     sybil = results["sybil"]
