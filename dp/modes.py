@@ -38,13 +38,16 @@ def make_plain_dp(clip_norm: float = 1.0, noise_multiplier: float = 1.0, **optio
 
 def make_secagg_dp(clip_norm: float = 1.0, noise_multiplier: float = 1.0, clients: int | None = None,
                    dimension: int | None = None, min_clients: int | None = None, bits: int | None = 32,
-                   granularity: float | None = None, rotation_seed: str | None = None, **options: Any) -> Private:
+                   granularity: float | None = None, rotation_seed: str | None = None,
+                   dropout_fraction: float | None = None, **options: Any) -> Private:
     """SecAgg+ with the distributed discrete Gaussian. ``clients`` and ``dimension`` describe
     the round (drivers pass them); ``min_clients`` defaults to the protocol's threshold;
     ``rotation_seed`` (64 hex digits) replaces the public default rotation seed."""
     if clients is None or dimension is None:
         raise ConfigurationError("mode 'secagg+dp' needs clients= and dimension= (the round's size)")
     private = _private_options(options)
+    if dropout_fraction is not None:
+        options["dropout_fraction"] = dropout_fraction  # what the inner SecAgg+ graph is sized for
     inner = make_aggregator("secagg+", **options)
     if min_clients is None:
         min_clients = inner.min_included(clients)

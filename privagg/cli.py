@@ -153,7 +153,8 @@ def simulate_command(mode: str, clients: int, params: int, dropout: float, dropo
              if neighbours is not None else None, "security": security}
     opts.update({k: v for k, v in named.items() if v is not None})
     # Build every aggregator first, so a bad option fails before any round starts.
-    hints = {"clients": clients, "dimension": params}
+    # The dropout rate is a fact of this simulation too: SecAgg+ sizes its graph for it.
+    hints = {"clients": clients, "dimension": params, "dropout_fraction": dropout}
     aggregators = {name: build_aggregator(name, dict(opts), dropout_stage, hints) for name in names}
     common: dict[str, Any] = dict(clients=clients, params=params, dropout=dropout, seed=seed,
                                   dropout_stage=dropout_stage, round_id=round_id)

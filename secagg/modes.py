@@ -30,5 +30,8 @@ def make_secagg(dimension: int | None = None, **options: Any) -> SecAgg:
     return _make("all", dimension=dimension, **options)
 
 
-def make_secagg_plus(dimension: int | None = None, **options: Any) -> SecAgg:
+def make_secagg_plus(dimension: int | None = None, dropout_fraction: float | None = None, **options: Any) -> SecAgg:
+    """``dropout_fraction`` (a driver's hint, or given): the rate ``neighbours="auto"`` sizes for."""
+    if dropout_fraction is not None:
+        options["dropout_fraction"] = dropout_fraction
     return _make("auto", dimension=dimension, **options)
