@@ -33,10 +33,10 @@ from typing import Literal
 
 import numpy as np
 
-from attacks.inversion.gradients import gradient_from_update
-from attacks.inversion.reconstruct import InversionConfig, reconstruct
+from attacks.inversion.reconstruct import InversionConfig
 from attacks.malicious.harness import HandDrivenRound, client_updates
-from attacks.malicious.outcome import MaliciousOutcome, score_recovery
+from attacks.malicious.isolated import invert_update, update_error
+from attacks.malicious.outcome import MaliciousOutcome
 from attacks.malicious.setting import Setting
 from privagg.encoding import add_mod, sub_mod
 from privagg.messages import SERVER_ID
@@ -152,14 +152,8 @@ def forged_dropout(setting: Setting, *, security: Literal["semi-honest", "active
     encoded = unmask_individual(view.by_sender(MASKED)[target].vector, self_seed, mask_key,  # type: ignore[attr-defined]
                                 client=target, peers=peers, session=round_.server.header, bits=config.encoding.bits)
     update = config.encoding.decode(encoded, clients=1)
-    error = float(np.max(np.abs(update - config.encoding.quantize(updates[target]))))
-    truth_x, _ = setting.dataset.subset(setting.data.parts[target])
-    gradient = gradient_from_update(update, spec, setting.honest, lr=setting.lr)
-    found = reconstruct(setting.honest, gradient, method="idlg", input_shape=setting.dataset.input_shape,
-                        n_classes=setting.dataset.n_classes, count=len(truth_x),
-                        data_range=setting.dataset.data_range, config=inversion)
-    recovery = score_recovery(found.inputs, truth_x, data_range=setting.dataset.value_range)
-    assert recovery is not None
+    error = update_error(update, config.encoding.quantize(updates[target]))
+    recovery = invert_update(setting, spec, update, target, inversion=inversion)
     how = (f"{len(refusals)} clients refused, but too few to stop it" if refusals else "not detected")
     if config.active:
         how += (f" (the survivor sets gathered {len(signatures[full])} and {len(signatures[without])} "
@@ -168,5 +162,5 @@ def forged_dropout(setting: Setting, *, security: Literal["semi-honest", "active
         **common, completed=True, refusals=refusals, aborted=None, recovery=recovery, update_error=error,
         seconds=time.perf_counter() - started,
         summary=(f"{how}: the server got {got}, unmasked client {target}'s individual update (max error "
-                 f"{error:.1e}) and iDLG recovered {recovery.recovered} of {len(truth_x)} of its images "
+                 f"{error:.1e}) and iDLG recovered {recovery.recovered} of {len(recovery.truth)} of its images "
                  f"(mean PSNR {recovery.mean_psnr_db:.1f} dB)"))
